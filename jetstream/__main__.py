@@ -1,0 +1,5 @@
+"""`python -m jetstream` is the `jetstream` command."""
+
+from jetstream.cli.server import main
+
+main()

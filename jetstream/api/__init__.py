@@ -1,0 +1,1 @@
+"""The gRPC adapter: thin servicers over the service layer, plus interceptors."""

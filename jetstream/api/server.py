@@ -1,0 +1,74 @@
+"""Builds the grpc.aio server: servicers, health, reflection, the call interceptor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from jetstream.api.servicers.auth import AuthServicer
+from jetstream.api.servicers.server import ServerServicer
+from jetstream.api.interceptors import CallInterceptor
+from jetstream.config import ServerConfig
+from jetstream.observability.metrics import Metrics
+from jetstream.services.auth import AuthService
+from jetstream.services.server_info import ServerInfoService
+from jetstream.v1 import auth_pb2, auth_pb2_grpc, server_pb2, server_pb2_grpc
+
+#: Callable without credentials: what a client needs before it can log in.
+PUBLIC_METHODS = frozenset(
+    {
+        "/jetstream.v1.AuthService/Login",
+        "/jetstream.v1.ServerService/GetServerInfo",
+    }
+)
+
+
+@dataclass
+class ApiServer:
+    server: aio.Server
+    health: health.aio.HealthServicer
+    port: int
+
+    async def stop(self, grace: float) -> None:
+        """NOT_SERVING first, so clients stop sending, then drain in-flight calls."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def build_api_server(
+    config: ServerConfig,
+    *,
+    info: ServerInfoService,
+    auth: AuthService,
+    metrics: Metrics | None,
+) -> ApiServer:
+    server = aio.server(
+        interceptors=[CallInterceptor(auth.authenticate_token, PUBLIC_METHODS, metrics)],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(info), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = [
+        server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,
+        auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+    ]
+    for name in services:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+
+    address = f"{config.api_bind_host}:{config.api_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address} for the API: {exc}") from None
+    await server.start()
+    return ApiServer(server, health_servicer, port)

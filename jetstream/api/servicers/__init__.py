@@ -1,0 +1,1 @@
+"""One servicer per jetstream.v1 service; each RPC converts, delegates, converts back."""

@@ -1,0 +1,108 @@
+"""The composition root: configuration in, a running server out.
+
+The only place that wires components together and owns their lifecycle. Start order:
+state (so a broken state directory fails before any port opens), metrics, UDP, gRPC.
+Stop order on SIGTERM/SIGINT is the reverse, after health turns NOT_SERVING so load
+balancers drain us, and in-flight calls get `shutdown_grace` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from jetstream import __version__
+from jetstream.api.server import ApiServer, build_api_server
+from jetstream.auth.sessions import SessionStore
+from jetstream.config import ServerConfig
+from jetstream.observability.logsetup import configure_logging
+from jetstream.observability.metrics import Metrics
+from jetstream.services.events import EventLog
+from jetstream.services.server_info import ServerInfoService
+from jetstream.state.database import Database
+from jetstream.state.identity import load_identity
+from jetstream.transport.sockets import bind_udp
+
+log = logging.getLogger("jetstream.server")
+
+
+@dataclass
+class Server:
+    """A started server; `stop()` releases everything it holds."""
+
+    config: ServerConfig
+    db: Database
+    events: EventLog
+    api: ApiServer
+    metrics: Metrics | None
+    udp_sockets: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def api_port(self) -> int:
+        return self.api.port
+
+    async def stop(self) -> None:
+        await self.api.stop(self.config.shutdown_grace)
+        for sock in self.udp_sockets:
+            sock.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.events.record("server.stopped", "server stopped", now=time.time())
+        self.db.close()
+
+
+async def start_server(config: ServerConfig) -> Server:
+    db = Database(config.persistent_state_dir)
+    try:
+        identity = load_identity(db)
+        events = EventLog(db)
+        metrics = None if config.disable_telemetry else Metrics()
+        udp_sockets = [bind_udp(config.recv_host, port) for port in config.recv_port]
+        info = ServerInfoService(
+            config=config,
+            identity=identity,
+            receive_ports=tuple(s.getsockname()[1] for s in udp_sockets),
+        )
+        api = await build_api_server(
+            config, info=info, sessions=SessionStore(db), metrics=metrics
+        )
+    except BaseException:
+        db.close()
+        raise
+    server = Server(config, db, events, api, metrics, udp_sockets)
+    metrics_port = None
+    if metrics is not None:
+        metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
+    info.api_port = api.port
+    events.record(
+        "server.started",
+        f"jetstream {__version__} started (server uid {identity.server_uid})",
+        now=time.time(),
+    )
+    log.info(
+        "ready: api %s:%d, data udp %s, metrics %s",
+        config.api_bind_host, api.port,
+        ",".join(f"{config.recv_host}:{p}" for p in info.receive_ports),
+        f"{config.metrics_host}:{metrics_port}" if metrics_port else "off",
+    )
+    return server
+
+
+async def _serve(config: ServerConfig) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    server = await start_server(config)
+    await stopping.wait()
+    log.info("shutting down (grace %.1f s)", config.shutdown_grace)
+    await server.stop()
+
+
+def run_server(config: ServerConfig) -> None:
+    configure_logging(config.log_level)
+    asyncio.run(_serve(config))

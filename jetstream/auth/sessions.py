@@ -1,0 +1,129 @@
+"""Bearer tokens: login sessions and API tokens, stored only as hashes.
+
+A token is 32 random bytes shown to its owner once. The database keeps its SHA-256, so a
+copy of the state directory does not let anyone act as a user. Sessions and API tokens
+share one table and one check; they differ in lifetime and in being listable.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from jetstream.errors import NotFound, Unauthenticated
+from jetstream.state.database import Database
+
+TOKEN_PREFIX = "jst_"
+
+
+class TokenKind(StrEnum):
+    SESSION = "session"
+    API = "api"
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_id: str
+    """Public handle used to list and revoke; never usable as a credential."""
+    username: str
+    kind: TokenKind
+    description: str
+    path_scope: str
+    """Empty: the owner's whole sandbox; else a sandbox-relative directory the token is
+    limited to."""
+    created_at: float
+    expires_at: float
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class SessionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def issue(
+        self,
+        username: str,
+        kind: TokenKind,
+        *,
+        now: float,
+        ttl: float,
+        description: str = "",
+        path_scope: str = "",
+    ) -> tuple[str, TokenRecord]:
+        """Create a token; return the secret (shown once) and its record."""
+        secret = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+        record = TokenRecord(
+            token_id=uuid.uuid4().hex,
+            username=username,
+            kind=kind,
+            description=description,
+            path_scope=path_scope,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        self._db.execute(
+            "INSERT INTO sessions (token_hash, username, kind, token_id, description,"
+            " path_scope, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                _hash(secret),
+                username,
+                kind.value,
+                record.token_id,
+                description,
+                path_scope,
+                now,
+                record.expires_at,
+            ),
+        )
+        return secret, record
+
+    def check(self, token: str, *, now: float) -> TokenRecord:
+        """The record behind a presented token, or Unauthenticated (expired, revoked, unknown)."""
+        rows = self._db.query("SELECT * FROM sessions WHERE token_hash = ?", (_hash(token),))
+        if not rows or rows[0]["expires_at"] <= now:
+            raise Unauthenticated("the token is invalid or has expired; log in again")
+        return _record(rows[0])
+
+    def list(self, username: str, kind: TokenKind, *, now: float) -> list[TokenRecord]:
+        rows = self._db.query(
+            "SELECT * FROM sessions WHERE username = ? AND kind = ? AND expires_at > ?"
+            " ORDER BY created_at",
+            (username, kind.value, now),
+        )
+        return [_record(row) for row in rows]
+
+    def revoke(self, token_id: str, *, username: str | None = None) -> None:
+        """Delete a token by id; `username` limits it to that owner's tokens."""
+        sql = "DELETE FROM sessions WHERE token_id = ?"
+        params: tuple[str, ...] = (token_id,)
+        if username is not None:
+            sql += " AND username = ?"
+            params += (username,)
+        if self._db.execute(sql, params) == 0:
+            raise NotFound(f"no token with id {token_id!r}")
+
+    def revoke_secret(self, token: str) -> None:
+        self._db.execute("DELETE FROM sessions WHERE token_hash = ?", (_hash(token),))
+
+    def purge_expired(self, *, now: float) -> int:
+        return self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+
+
+def _record(row: sqlite3.Row) -> TokenRecord:
+    return TokenRecord(
+        token_id=row["token_id"],
+        username=row["username"],
+        kind=TokenKind(row["kind"]),
+        description=row["description"],
+        path_scope=row["path_scope"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )

@@ -1,0 +1,80 @@
+"""`jetstream`: runs the server (and, later, the relay).
+
+Flags are generated from `jetstream.config.SETTINGS`, so `--help`, the environment
+variables, the TOML keys and docs/configuration.md always agree.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jetstream import __version__
+from jetstream.cli.errors import EXIT_FAILURE, EXIT_USAGE, fail, run_click
+from jetstream.config import SETTINGS, Setting, load_config
+from jetstream.errors import ConfigError
+
+PROGRAM = "jetstream"
+
+
+def _option(setting: Setting) -> Any:
+    """A click option for one setting; values stay raw so config.py validates them once."""
+    help_text = f"{setting.help} [env: {setting.env}]"
+    if setting.is_switch:
+        name = setting.flag[2:]
+        return click.option(f"{setting.flag}/--no-{name}", setting.name, default=None,
+                            help=help_text)
+    return click.option(setting.flag, setting.name, default=None, multiple=setting.multiple,
+                        metavar=setting.metavar, help=help_text)
+
+
+def _with_settings(func: Any) -> Any:
+    for setting in reversed(SETTINGS):
+        func = _option(setting)(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROGRAM)
+def cli() -> None:
+    """jetstream: fast, open file transfer over long, lossy networks."""
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="TOML configuration file [env: JETSTREAM_CONFIG; default "
+                   "/etc/jetstream/server.toml if present].")
+@_with_settings
+def server(config_file: Path | None, **flags: Any) -> None:
+    """Run the jetstream server: the gRPC API plus the UDP data channel."""
+    try:
+        config = load_config(flags, config_file=config_file)
+    except ConfigError as exc:
+        fail(PROGRAM, str(exc), EXIT_USAGE)
+    from jetstream.app import run_server  # imported late: grpc start-up is slow
+
+    try:
+        run_server(config)
+    except ConfigError as exc:
+        fail(PROGRAM, str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(PROGRAM, str(exc), EXIT_FAILURE)
+
+
+@cli.command("relay_server")
+@click.option("--control-port", default=8887, show_default=True, type=int,
+              help="TCP port the server dials to register with the relay.")
+def relay_server(control_port: int) -> None:
+    """Run the relay for a DMZ (not built yet)."""
+    fail(PROGRAM, "relay_server is not built yet; see the issue tracker", EXIT_FAILURE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_click(cli, PROGRAM, argv)()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Logging and Prometheus metrics; nothing here sends data anywhere."""

@@ -1,0 +1,1 @@
+"""The application layer: what the API does, with no gRPC in it."""

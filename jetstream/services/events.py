@@ -1,0 +1,91 @@
+"""The event log: a durable, append-only record of what happened on this server.
+
+Transfers, logins and configuration changes write here; superusers read it through the
+API. Messages are for people, so they are short sentences with escaped names.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+
+from jetstream.state.database import Database
+
+log = logging.getLogger("jetstream.events")
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    time: float
+    severity: Severity
+    kind: str
+    username: str
+    subject: str
+    message: str
+
+
+class EventLog:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def record(
+        self,
+        kind: str,
+        message: str,
+        *,
+        now: float,
+        severity: Severity = Severity.INFO,
+        username: str = "",
+        subject: str = "",
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO events (time, severity, kind, username, subject, message)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (now, severity.value, kind, username, subject, message),
+        )
+        log.log(_LEVELS[severity], "%s: %s", kind, message)
+
+    def list(
+        self,
+        *,
+        after_id: int = 0,
+        limit: int = 100,
+        min_severity: Severity = Severity.INFO,
+        subject: str = "",
+    ) -> list[Event]:
+        """Events with id > after_id, oldest first (ids make stable page tokens)."""
+        allowed = [s.value for s in Severity][list(Severity).index(min_severity):]
+        sql = (
+            "SELECT * FROM events WHERE id > ? AND severity IN (%s)"
+            % ",".join("?" * len(allowed))
+        )
+        params: list[object] = [after_id, *allowed]
+        if subject:
+            sql += " AND subject = ?"
+            params.append(subject)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [
+            Event(
+                id=row["id"],
+                time=row["time"],
+                severity=Severity(row["severity"]),
+                kind=row["kind"],
+                username=row["username"],
+                subject=row["subject"],
+                message=row["message"],
+            )
+            for row in self._db.query(sql, params)
+        ]
+
+
+_LEVELS = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
+           Severity.ERROR: logging.ERROR}

@@ -1,0 +1,41 @@
+"""What the server says about itself to anyone who asks (before login, like an ssh banner)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from jetstream import __version__
+from jetstream.config import ServerConfig
+from jetstream.state.identity import ServerIdentity
+
+#: Bumped when the API changes incompatibly within jetstream.v1 semantics.
+API_VERSION = 1
+
+#: Features a client may test for before using them.
+CAPABILITIES: tuple[str, ...] = ("health", "reflection", "auth.session_tokens")
+
+
+@dataclass
+class ServerInfoService:
+    config: ServerConfig
+    identity: ServerIdentity
+    receive_ports: tuple[int, ...]
+    api_port: int = 0
+    hostname: str = field(default_factory=socket.gethostname)
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+    @property
+    def api_version(self) -> int:
+        return API_VERSION
+
+    @property
+    def friendly_name(self) -> str:
+        return self.config.server_name or self.hostname
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return CAPABILITIES

@@ -1,0 +1,1 @@
+"""Persistent server state: one SQLite database in the persistent state directory."""
