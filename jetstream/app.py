@@ -21,6 +21,7 @@ from jetstream.auth.sessions import SessionStore
 from jetstream.config import ServerConfig
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
+from jetstream.services.auth import Authenticator, AuthService
 from jetstream.services.events import EventLog
 from jetstream.services.server_info import ServerInfoService
 from jetstream.state.database import Database
@@ -55,7 +56,10 @@ class Server:
         self.db.close()
 
 
-async def start_server(config: ServerConfig) -> Server:
+async def start_server(
+    config: ServerConfig, *, authenticator: Authenticator | None = None
+) -> Server:
+    """Start every component; `authenticator` replaces PAM only where PAM cannot run."""
     db = Database(config.persistent_state_dir)
     try:
         identity = load_identity(db)
@@ -67,9 +71,12 @@ async def start_server(config: ServerConfig) -> Server:
             identity=identity,
             receive_ports=tuple(s.getsockname()[1] for s in udp_sockets),
         )
-        api = await build_api_server(
-            config, info=info, sessions=SessionStore(db), metrics=metrics
-        )
+        if authenticator is None:
+            from jetstream.auth.pam import PamAuthenticator
+
+            authenticator = PamAuthenticator()
+        auth = AuthService(SessionStore(db), authenticator)
+        api = await build_api_server(config, info=info, auth=auth, metrics=metrics)
     except BaseException:
         db.close()
         raise

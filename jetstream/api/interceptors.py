@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from jetstream.api.context import Caller, caller_var
 from jetstream.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -29,6 +29,7 @@ from jetstream.errors import (
     Unavailable,
 )
 from jetstream.observability.metrics import Metrics
+from jetstream.services.auth import Caller
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,17 @@ STATUS_FOR_ERROR: tuple[tuple[type[JetstreamError], grpc.StatusCode], ...] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
+
+caller_var: ContextVar[Caller | None] = ContextVar("jetstream_caller", default=None)
+
+
+def current_caller() -> Caller:
+    """The caller of a protected RPC; the interceptor sets it before the servicer runs."""
+    caller = caller_var.get()
+    if caller is None:
+        raise Unauthenticated("this call needs credentials")
+    return caller
+
 
 Authenticate = Callable[[str, str], Awaitable[Caller]]
 """(bearer token, peer address) -> the caller, or raises Unauthenticated."""

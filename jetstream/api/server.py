@@ -8,9 +8,9 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from jetstream.api.interceptors import CallInterceptor
 from jetstream.api.servicers.auth import AuthServicer
 from jetstream.api.servicers.server import ServerServicer
-from jetstream.api.interceptors import CallInterceptor
 from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import sqlite3
 import uuid
@@ -33,9 +34,10 @@ class TokenRecord:
     username: str
     kind: TokenKind
     description: str
-    path_scope: str
-    """Empty: the owner's whole sandbox; else a sandbox-relative directory the token is
+    allowed_paths: tuple[str, ...]
+    """Empty: the owner's whole sandbox; else the sandbox-relative directories the token is
     limited to."""
+    read_only: bool
     created_at: float
     expires_at: float
 
@@ -56,7 +58,8 @@ class SessionStore:
         now: float,
         ttl: float,
         description: str = "",
-        path_scope: str = "",
+        allowed_paths: tuple[str, ...] = (),
+        read_only: bool = False,
     ) -> tuple[str, TokenRecord]:
         """Create a token; return the secret (shown once) and its record."""
         secret = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
@@ -65,20 +68,23 @@ class SessionStore:
             username=username,
             kind=kind,
             description=description,
-            path_scope=path_scope,
+            allowed_paths=allowed_paths,
+            read_only=read_only,
             created_at=now,
             expires_at=now + ttl,
         )
         self._db.execute(
             "INSERT INTO sessions (token_hash, username, kind, token_id, description,"
-            " path_scope, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " allowed_paths, read_only, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 _hash(secret),
                 username,
                 kind.value,
                 record.token_id,
                 description,
-                path_scope,
+                json.dumps(list(allowed_paths)),
+                int(read_only),
                 now,
                 record.expires_at,
             ),
@@ -100,18 +106,18 @@ class SessionStore:
         )
         return [_record(row) for row in rows]
 
-    def revoke(self, token_id: str, *, username: str | None = None) -> None:
-        """Delete a token by id; `username` limits it to that owner's tokens."""
-        sql = "DELETE FROM sessions WHERE token_id = ?"
-        params: tuple[str, ...] = (token_id,)
-        if username is not None:
-            sql += " AND username = ?"
-            params += (username,)
-        if self._db.execute(sql, params) == 0:
-            raise NotFound(f"no token with id {token_id!r}")
+    def get(self, token_id: str, username: str, kind: TokenKind) -> TokenRecord:
+        """One of `username`'s tokens; another user's token is reported as absent."""
+        rows = self._db.query(
+            "SELECT * FROM sessions WHERE token_id = ? AND username = ? AND kind = ?",
+            (token_id, username, kind.value),
+        )
+        if not rows:
+            raise NotFound(f"no API token {token_id!r}")
+        return _record(rows[0])
 
-    def revoke_secret(self, token: str) -> None:
-        self._db.execute("DELETE FROM sessions WHERE token_hash = ?", (_hash(token),))
+    def revoke(self, token_id: str) -> None:
+        self._db.execute("DELETE FROM sessions WHERE token_id = ?", (token_id,))
 
     def purge_expired(self, *, now: float) -> int:
         return self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
@@ -123,7 +129,8 @@ def _record(row: sqlite3.Row) -> TokenRecord:
         username=row["username"],
         kind=TokenKind(row["kind"]),
         description=row["description"],
-        path_scope=row["path_scope"],
+        allowed_paths=tuple(json.loads(row["allowed_paths"])),
+        read_only=bool(row["read_only"]),
         created_at=row["created_at"],
         expires_at=row["expires_at"],
     )

@@ -46,7 +46,7 @@ class Metrics:
         )
         self.grpc_seconds = Histogram(
             "grpc_server_handling_seconds",
-            "Time to complete unary gRPC calls",
+            "Time to complete gRPC calls",
             ["grpc_service", "grpc_method"],
             registry=self.registry,
         )

@@ -63,10 +63,8 @@ class EventLog:
     ) -> list[Event]:
         """Events with id > after_id, oldest first (ids make stable page tokens)."""
         allowed = [s.value for s in Severity][list(Severity).index(min_severity):]
-        sql = (
-            "SELECT * FROM events WHERE id > ? AND severity IN (%s)"
-            % ",".join("?" * len(allowed))
-        )
+        marks = ",".join("?" * len(allowed))
+        sql = f"SELECT * FROM events WHERE id > ? AND severity IN ({marks})"
         params: list[object] = [after_id, *allowed]
         if subject:
             sql += " AND subject = ?"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 
 from jetstream import __version__
@@ -22,6 +23,7 @@ class ServerInfoService:
     identity: ServerIdentity
     receive_ports: tuple[int, ...]
     api_port: int = 0
+    start_time: float = field(default_factory=time.time)
     hostname: str = field(default_factory=socket.gethostname)
 
     @property

@@ -35,7 +35,8 @@ MIGRATIONS: tuple[str, ...] = (
         kind        TEXT NOT NULL CHECK (kind IN ('session', 'api')),
         token_id    TEXT NOT NULL UNIQUE,
         description TEXT NOT NULL DEFAULT '',
-        path_scope  TEXT NOT NULL DEFAULT '',
+        allowed_paths TEXT NOT NULL DEFAULT '[]',
+        read_only   INTEGER NOT NULL DEFAULT 0,
         created_at  REAL NOT NULL,
         expires_at  REAL NOT NULL
     ) STRICT;

@@ -1,0 +1,136 @@
+"""Logins, sessions and API tokens: the rules, without gRPC.
+
+Passwords are checked by an `Authenticator` (PAM in production); everything after that is
+a bearer token from `SessionStore`. Both kinds of token resolve to the same `Caller`.
+"""
+
+from __future__ import annotations
+
+import pwd
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from jetstream.auth.sessions import SessionStore, TokenKind, TokenRecord
+from jetstream.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+DEFAULT_SESSION_TTL = 12 * 3600.0
+MAX_TOKEN_TTL = 366 * 24 * 3600.0
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, username: str, password: str, *, source: str) -> str:
+        """Return the canonical user name, or raise Unauthenticated / ResourceExhausted."""
+        ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is making the current call, as established by a token."""
+
+    token: TokenRecord
+    peer: str
+    uid: int
+
+    @property
+    def username(self) -> str:
+        return self.token.username
+
+
+class AuthService:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        authenticator: Authenticator,
+        *,
+        session_ttl: float = DEFAULT_SESSION_TTL,
+        api_tokens_enabled: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sessions = sessions
+        self._authenticator = authenticator
+        self._session_ttl = session_ttl
+        self.api_tokens_enabled = api_tokens_enabled
+        self._clock = clock
+
+    async def login(
+        self, username: str, password: str, *, source: str, ttl: float | None = None
+    ) -> tuple[str, Caller]:
+        name = await self._authenticator.authenticate(username, password, source=source)
+        lifetime = self._session_ttl if not ttl else min(ttl, self._session_ttl)
+        secret, record = self._sessions.issue(
+            name, TokenKind.SESSION, now=self._clock(), ttl=lifetime
+        )
+        return secret, _caller(record, source)
+
+    async def authenticate_token(self, token: str, peer: str) -> Caller:
+        record = self._sessions.check(token, now=self._clock())
+        if record.kind is TokenKind.API and not self.api_tokens_enabled:
+            raise PermissionDenied("API tokens are disabled on this server")
+        return _caller(record, peer)
+
+    def logout(self, caller: Caller) -> None:
+        if caller.token.kind is not TokenKind.SESSION:
+            raise FailedPrecondition("this call used an API token; revoke it instead")
+        self._sessions.revoke(caller.token.token_id)
+
+    def create_api_token(
+        self,
+        caller: Caller,
+        *,
+        ttl: float,
+        description: str,
+        allowed_paths: tuple[str, ...],
+        read_only: bool,
+    ) -> tuple[str, TokenRecord]:
+        if not self.api_tokens_enabled:
+            raise PermissionDenied("API tokens are disabled on this server")
+        if not 0 < ttl <= MAX_TOKEN_TTL:
+            raise InvalidArgument("an API token's lifetime must be between 1 s and 366 days")
+        parent = caller.token
+        if parent.allowed_paths and not all(
+            any(_within(p, scope) for scope in parent.allowed_paths) for p in allowed_paths
+        ):
+            raise PermissionDenied("a token cannot reach paths the token creating it cannot")
+        return self._sessions.issue(
+            caller.username,
+            TokenKind.API,
+            now=self._clock(),
+            ttl=ttl,
+            description=description,
+            allowed_paths=allowed_paths or parent.allowed_paths,
+            read_only=read_only or parent.read_only,
+        )
+
+    def now(self) -> float:
+        return self._clock()
+
+    def list_api_tokens(self, caller: Caller) -> list[TokenRecord]:
+        return self._sessions.list(caller.username, TokenKind.API, now=self._clock())
+
+    def get_api_token(self, caller: Caller, token_id: str) -> TokenRecord:
+        return self._sessions.get(token_id, caller.username, TokenKind.API)
+
+    def revoke_api_token(self, caller: Caller, token_id: str) -> TokenRecord:
+        record = self.get_api_token(caller, token_id)
+        self._sessions.revoke(token_id)
+        return record
+
+
+def _caller(record: TokenRecord, peer: str) -> Caller:
+    try:
+        uid = pwd.getpwnam(record.username).pw_uid
+    except KeyError:
+        raise Unauthenticated("the account behind this token no longer exists") from None
+    return Caller(record, peer, uid)
+
+
+def _within(path: str, scope: str) -> bool:
+    path, scope = path.strip("/"), scope.strip("/")
+    return path == scope or path.startswith(scope + "/")

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run the whole jetstream test suite on a fresh Debian machine, as root.
+# Installs what the tests need (Debian packages, a venv with the test extras, buf,
+# the test users and PAM service, socket-buffer sysctls), then runs pytest.
+# pytest's "no tests collected" (exit 5) counts as a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "tests/run.sh: error: run as root (tests create users, namespaces and TUN devices)" >&2
+    exit 2
+fi
+
+# Debian packages, asked for only when the command they bring is missing.
+need=()
+for pair in python3:python3 gcc:gcc ip:iproute2 ping:iputils-ping iperf3:iperf3 npm:npm; do
+    command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+ldconfig -p | grep -q "libpam.so.0 " || need+=(libpam0g)
+if ((${#need[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test]'
+
+# buf (the protobuf linter) comes from the npm registry with its binary.
+if [[ ! -x .tools/buf/node_modules/.bin/buf ]]; then
+    npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf >/dev/null
+fi
+export PATH="$PWD/.tools/buf/node_modules/.bin:$PATH"
+
+if [[ -x tests/system/create_test_users.sh ]]; then
+    tests/system/create_test_users.sh
+fi
+sysctl -q -w net.core.rmem_max=67108864 net.core.wmem_max=67108864 || true
+
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [[ $status -eq 5 ]]; then
+    echo "tests/run.sh: error: pytest collected no tests" >&2
+    exit 1
+fi
+exit $status

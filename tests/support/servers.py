@@ -1,0 +1,77 @@
+"""Run a real `jetstream server` process for a test and find its ports from its log."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+READY = re.compile(
+    r"ready: api (?P<api_host>\S+):(?P<api>\d+), data udp (?P<udp>\S+), metrics (?P<metrics>\S+)"
+)
+
+
+@dataclass
+class ServerProcess:
+    state_dir: Path
+    args: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    api_port: int = 0
+    metrics: str = "off"
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_address(self) -> str:
+        return f"127.0.0.1:{self.api_port}"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        """Start the server and wait for the ready line it logs for this launch."""
+        offset = len(self.log())
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jetstream", "server",
+                 "--persistent-state-dir", str(self.state_dir), *self.args],
+                stdout=log, stderr=log, env={**os.environ, **self.env},
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
+            match = READY.search(self.log()[offset:])
+            if match:
+                self.api_port = int(match["api"])
+                self.metrics = match["metrics"]
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready after {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def free_port_args() -> list[str]:
+    """Let the kernel choose every port, so tests run side by side."""
+    return ["--api-port", "0", "--recv-port", "0", "--metrics-port", "0"]
