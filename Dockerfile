@@ -1,0 +1,23 @@
+# jetstream server image. Build: docker build -t jetstream .
+# Run:   docker run --rm -p 8886:8886/tcp -p 8886:8886/udp -v js-state:/var/lib/jetstream/state \
+#            jetstream server --api-allow-remote-control
+FROM python:3.12-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md hatch_build.py ./
+COPY proto ./proto
+COPY jetstream ./jetstream
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.12-slim
+RUN apt-get update && apt-get install -y --no-install-recommends libpam0g libpam-modules tini \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY deploy/pam/jetstream /etc/pam.d/jetstream
+# The server runs as root by design: it reads and writes files with each user's own rights.
+VOLUME ["/var/lib/jetstream/state"]
+EXPOSE 8886/tcp 8886/udp 9886/tcp
+ENTRYPOINT ["tini", "--", "jetstream"]
+CMD ["server", "--api-allow-remote-control", "--metrics-host", "0.0.0.0"]

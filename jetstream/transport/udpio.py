@@ -1,0 +1,140 @@
+"""Batched UDP I/O: many datagrams per system call with UDP GSO and GRO.
+
+In Python the cost of a fast data channel is per packet, and a syscall per datagram is
+the largest share (docs: research/performance.md 3.3). Linux can take a run of equal-sized
+datagrams in one `sendmsg` (UDP_SEGMENT, "GSO") and hand back several coalesced datagrams
+from one `recvmsg` (UDP_GRO). Where the kernel or the route refuses, we fall back to one
+call per datagram, once, and remember it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+from collections.abc import Iterator, Sequence
+
+log = logging.getLogger(__name__)
+
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = 103
+UDP_GRO = 104
+#: Kernel limits for one GSO send: at most 64 segments and a 64 KiB UDP payload.
+MAX_GSO_SEGMENTS = 64
+MAX_GSO_BYTES = 65000
+RECV_BUFFER_BYTES = 65535
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+
+Address = tuple[str, int]
+
+
+class BatchSocket:
+    """A non-blocking UDP socket that sends and receives datagrams in batches."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.gso = _probe_gso(sock)
+        self.gro = _enable_gro(sock)
+        self._recv_buffer = bytearray(RECV_BUFFER_BYTES)
+        self.send_calls = 0
+        self.recv_calls = 0
+
+    def send(self, datagrams: Sequence[bytes], addr: Address) -> int:
+        """Send `datagrams` to `addr` in order; return how many went out before EAGAIN.
+
+        The caller keeps the rest and retries when the socket is writable again.
+        """
+        sent = 0
+        for group in _gso_groups(datagrams) if self.gso else ([d] for d in datagrams):
+            try:
+                if len(group) == 1:
+                    self.sock.sendto(group[0], addr)
+                else:
+                    self._send_gso(group, addr)
+            except BlockingIOError:
+                return sent
+            except OSError as exc:
+                if len(group) > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
+                    log.info("UDP GSO refused on this path (%s); sending one by one", exc)
+                    self.gso = False
+                    return sent + self.send(datagrams[sent:], addr)
+                raise
+            self.send_calls += 1
+            sent += len(group)
+        return sent
+
+    def _send_gso(self, group: Sequence[bytes], addr: Address) -> None:
+        size = struct.pack("=H", len(group[0]))
+        self.sock.sendmsg([b"".join(group)], [(SOL_UDP, UDP_SEGMENT, size)], 0, addr)
+
+    def receive(self, limit: int = 256) -> list[tuple[bytes, Address]]:
+        """Drain up to about `limit` datagrams that are waiting; [] when none are."""
+        received: list[tuple[bytes, Address]] = []
+        view = memoryview(self._recv_buffer)
+        while len(received) < limit:
+            try:
+                if self.gro:
+                    nbytes, ancdata, _flags, addr = self.sock.recvmsg_into(
+                        [self._recv_buffer], _GRO_CMSG_SPACE
+                    )
+                    segment = _gro_segment_size(ancdata) or nbytes
+                else:
+                    nbytes, addr = self.sock.recvfrom_into(self._recv_buffer)
+                    segment = nbytes
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                continue  # an ICMP error for an earlier send; not a reason to stop reading
+            self.recv_calls += 1
+            for start in range(0, nbytes, segment or 1):
+                received.append((bytes(view[start:min(start + segment, nbytes)]), addr))
+        return received
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _gso_groups(datagrams: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
+    """Split into runs the kernel accepts: equal sizes, only the last of a run shorter."""
+    start = 0
+    count = len(datagrams)
+    while start < count:
+        size = len(datagrams[start])
+        end = start + 1
+        total = size
+        while (
+            end < count
+            and end - start < MAX_GSO_SEGMENTS
+            and total + len(datagrams[end]) <= MAX_GSO_BYTES
+            and len(datagrams[end]) <= size
+        ):
+            total += len(datagrams[end])
+            end += 1
+            if len(datagrams[end - 1]) < size:
+                break  # a shorter datagram can only end a run
+        yield datagrams[start:end]
+        start = end
+
+
+def _probe_gso(sock: socket.socket) -> bool:
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _gro_segment_size(ancdata: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            return int(struct.unpack("=i", data[:4])[0])
+    return 0
