@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from jetstream import __version__
 from jetstream.api.server import ApiServer, build_api_server
 from jetstream.auth.sessions import SessionStore
-from jetstream.config import ServerConfig
+from jetstream.config import ServerConfig, is_loopback
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import Authenticator, AuthService
@@ -26,6 +26,7 @@ from jetstream.services.events import EventLog
 from jetstream.services.server_info import ServerInfoService
 from jetstream.state.database import Database
 from jetstream.state.identity import load_identity
+from jetstream.tls import TlsIdentity, load_tls_identity
 from jetstream.transport.sockets import bind_udp
 
 log = logging.getLogger("jetstream.server")
@@ -64,11 +65,13 @@ async def start_server(
     try:
         identity = load_identity(db)
         events = EventLog(db)
+        tls = _api_tls(config)
         metrics = None if config.disable_telemetry else Metrics()
         udp_sockets = [bind_udp(config.recv_host, port) for port in config.recv_port]
         info = ServerInfoService(
             config=config,
             identity=identity,
+            tls=tls,
             receive_ports=tuple(s.getsockname()[1] for s in udp_sockets),
         )
         if authenticator is None:
@@ -76,7 +79,7 @@ async def start_server(
 
             authenticator = PamAuthenticator()
         auth = AuthService(SessionStore(db), authenticator)
-        api = await build_api_server(config, info=info, auth=auth, metrics=metrics)
+        api = await build_api_server(config, info=info, auth=auth, tls=tls, metrics=metrics)
     except BaseException:
         db.close()
         raise
@@ -97,6 +100,19 @@ async def start_server(
         f"{config.metrics_host}:{metrics_port}" if metrics_port else "off",
     )
     return server
+
+
+def _api_tls(config: ServerConfig) -> TlsIdentity | None:
+    if not config.api_plaintext:
+        return load_tls_identity(
+            config.persistent_state_dir, config.api_tls_cert, config.api_tls_key
+        )
+    if config.api_allow_remote_control and not is_loopback(config.api_bind_host):
+        log.warning(
+            "the API serves plaintext on %s: passwords and tokens cross the network in clear",
+            config.api_bind_host,
+        )
+    return None
 
 
 async def _serve(config: ServerConfig) -> None:

@@ -86,6 +86,10 @@ def _absolute_path(value: Any) -> Path:
     return path
 
 
+def _optional_path(value: Any) -> Path | None:
+    return None if str(value).strip() == "" else _absolute_path(value)
+
+
 def _text(value: Any) -> str:
     return str(value)
 
@@ -129,6 +133,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_port", _port, 8886, "TCP port of the gRPC control API.", metavar="PORT"),
     Setting("api_allow_remote_control", _boolean, False,
             "Let the API answer on non-loopback interfaces. Off: the API binds to loopback only."),
+    Setting("api_tls_cert", _optional_path, None, "PEM certificate for the API; default: a "
+            "self-signed one made in the state directory on first start.", metavar="FILE"),
+    Setting("api_tls_key", _optional_path, None, "PEM private key for --api-tls-cert.",
+            metavar="FILE"),
+    Setting("api_plaintext", _boolean, False, "Serve the API without TLS. Passwords then cross "
+            "the network in clear unless the API is bound to loopback; a warning is logged."),
     Setting("recv_port", _port, [8886], "UDP port(s) that receive transfer data (repeatable).",
             multiple=True, metavar="PORT"),
     Setting("recv_host", _ip_address, "0.0.0.0", "Address the UDP receive port(s) bind to.",
@@ -165,6 +175,9 @@ class ServerConfig:
     api_host: str = ""
     api_port: int = 8886
     api_allow_remote_control: bool = False
+    api_tls_cert: Path | None = None
+    api_tls_key: Path | None = None
+    api_plaintext: bool = False
     recv_port: tuple[int, ...] = (8886,)
     recv_host: str = "0.0.0.0"
     persistent_state_dir: Path = Path("/var/lib/jetstream/state")
@@ -182,11 +195,11 @@ class ServerConfig:
     def api_bind_host(self) -> str:
         """Where the API socket binds: loopback unless remote control is allowed."""
         if not self.api_allow_remote_control:
-            return self.api_host if _is_loopback(self.api_host) else "127.0.0.1"
+            return self.api_host if is_loopback(self.api_host) else "127.0.0.1"
         return self.api_host or "[::]"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -275,7 +288,9 @@ def setting_rows() -> Iterable[tuple[str, str, str, str, str]]:
     """(flag, environment variable, TOML key, default, help) for the documentation."""
     for s in SETTINGS:
         default = s.default
-        if isinstance(default, list | tuple):
+        if default is None:
+            shown = "(none)"
+        elif isinstance(default, list | tuple):
             shown = ", ".join(str(v) for v in default)
         elif isinstance(default, bool):
             shown = "true" if default else "false"

@@ -32,6 +32,8 @@ def server_info(info: ServerInfoService, *, now: float) -> server_pb2.ServerInfo
         data_channel_public_key=info.identity.datachannel_public_key,
         capabilities=list(info.capabilities),
         telemetry_enabled=not info.config.disable_telemetry,
+        tls_certificate_sha256=info.tls.fingerprint if info.tls else b"",
+        tls_certificate_days_left=info.tls.days_left if info.tls else 0,
         start_time=timestamp(info.start_time),
         current_time=timestamp(now),
     )

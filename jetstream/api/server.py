@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -15,6 +16,7 @@ from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
 from jetstream.services.server_info import ServerInfoService
+from jetstream.tls import TlsIdentity
 from jetstream.v1 import auth_pb2, auth_pb2_grpc, server_pb2, server_pb2_grpc
 
 #: Callable without credentials: what a client needs before it can log in.
@@ -43,8 +45,10 @@ async def build_api_server(
     *,
     info: ServerInfoService,
     auth: AuthService,
+    tls: TlsIdentity | None,
     metrics: Metrics | None,
 ) -> ApiServer:
+    """A started server; `tls` None serves plaintext (the caller decided that is allowed)."""
     server = aio.server(
         interceptors=[CallInterceptor(auth.authenticate_token, PUBLIC_METHODS, metrics)],
         options=[("grpc.so_reuseport", 0)],
@@ -67,7 +71,11 @@ async def build_api_server(
 
     address = f"{config.api_bind_host}:{config.api_port}"
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.certificate_pem)])
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address} for the API: {exc}") from None
     await server.start()

@@ -5,13 +5,20 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jetstream.client.channel import Endpoint, open_channel
+from jetstream.errors import JetstreamError
 from jetstream.v1 import server_pb2, server_pb2_grpc
 
 
-def probe(host: str, port: int, timeout: float = 5.0) -> str:
+def probe(host: str, port: int, *, plaintext: bool, timeout: float = 5.0) -> str:
     """A one-paragraph report, or ConnectionError naming what failed."""
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    with grpc.insecure_channel(address) as channel:
+    endpoint = Endpoint(host, port)
+    address = endpoint.target
+    try:
+        channel, fingerprint = open_channel(endpoint, plaintext=plaintext)
+    except JetstreamError as exc:
+        raise ConnectionError(f"no jetstream server answers at {address}: {exc}") from None
+    with channel:
         try:
             status = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -30,5 +37,6 @@ def probe(host: str, port: int, timeout: float = 5.0) -> str:
     return (
         f"jetstream {info.version} at {address}: {state}\n"
         f"  name {info.display_name}, server uid {info.server_uid}\n"
-        f"  data channel udp {ports}, telemetry {'on' if info.telemetry_enabled else 'off'}"
+        f"  data channel udp {ports}, telemetry {'on' if info.telemetry_enabled else 'off'}\n"
+        f"  API {'TLS certificate SHA256:' + fingerprint.hex() if fingerprint else 'plaintext'}"
     )

@@ -68,13 +68,14 @@ def server(config_file: Path | None, **flags: Any) -> None:
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Server API address.")
 @click.option("--api-port", default=8886, show_default=True, type=int, envvar="JETSTREAM_API_PORT",
               help="Server API port [env: JETSTREAM_API_PORT].")
+@click.option("--plaintext", is_flag=True, help="The server runs with --api-plaintext.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; the exit code tells.")
-def status(api_host: str, api_port: int, quiet: bool) -> None:
+def status(api_host: str, api_port: int, plaintext: bool, quiet: bool) -> None:
     """Is a jetstream server up? Exit 0 when it answers SERVING, 1 otherwise."""
     from jetstream.cli.probe import probe  # imported late: grpc start-up is slow
 
     try:
-        report = probe(api_host, api_port)
+        report = probe(api_host, api_port, plaintext=plaintext)
     except ConnectionError as exc:
         if quiet:
             sys.exit(EXIT_FAILURE)

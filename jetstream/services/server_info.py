@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from jetstream import __version__
 from jetstream.config import ServerConfig
 from jetstream.state.identity import ServerIdentity
+from jetstream.tls import TlsIdentity
 
 #: Bumped when the API changes incompatibly within jetstream.v1 semantics.
 API_VERSION = 1
@@ -21,6 +22,7 @@ CAPABILITIES: tuple[str, ...] = ("health", "reflection", "auth.session_tokens")
 class ServerInfoService:
     config: ServerConfig
     identity: ServerIdentity
+    tls: TlsIdentity | None
     receive_ports: tuple[int, ...]
     api_port: int = 0
     start_time: float = field(default_factory=time.time)

@@ -13,8 +13,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from jetstream.app import Server, start_server
+from jetstream.client.channel import Endpoint, FingerprintMismatch, open_aio_channel
 from jetstream.config import load_config
 from jetstream.errors import Unauthenticated
+from jetstream.tls import certificate_fingerprint
 from jetstream.v1 import auth_pb2, auth_pb2_grpc, server_pb2, server_pb2_grpc
 
 
@@ -33,7 +35,7 @@ async def running(tmp_path) -> AsyncIterator[tuple[Server, aio.Channel]]:
         env={}, config_file=None,
     )
     server = await start_server(config, authenticator=RefusingAuthenticator())
-    channel = aio.insecure_channel(f"127.0.0.1:{server.api_port}")
+    channel, _fingerprint = open_aio_channel(Endpoint("127.0.0.1", server.api_port))
     try:
         yield server, channel
     finally:
@@ -84,6 +86,9 @@ def test_get_server_info_answers_without_credentials(tmp_path):
         assert len(info.data_channel_public_key) == 32
         assert info.telemetry_enabled is True
         assert info.allow_remote_control is False
+        pem = (server.config.persistent_state_dir / "api-tls.crt").read_bytes()
+        assert info.tls_certificate_sha256 == certificate_fingerprint(pem)
+        assert 3600 < info.tls_certificate_days_left <= 3650
 
     run(tmp_path, body)
 
@@ -108,5 +113,24 @@ def test_wrong_login_is_unauthenticated(tmp_path):
             await stub.Login(auth_pb2.LoginRequest(username="nobody", password="x"))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert info.value.details() == "invalid username or password"
+
+    run(tmp_path, body)
+
+
+def test_plaintext_client_cannot_talk_to_the_tls_api(tmp_path):
+    async def body(server: Server, channel: aio.Channel) -> None:
+        async with aio.insecure_channel(f"127.0.0.1:{server.api_port}") as plain:
+            stub = server_pb2_grpc.ServerServiceStub(plain)
+            with pytest.raises(aio.AioRpcError) as info:
+                await stub.GetServerInfo(server_pb2.GetServerInfoRequest(), timeout=3)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    run(tmp_path, body)
+
+
+def test_pinned_fingerprint_mismatch_is_refused(tmp_path):
+    async def body(server: Server, channel: aio.Channel) -> None:
+        with pytest.raises(FingerprintMismatch, match="certificate of 127.0.0.1:.* changed"):
+            open_aio_channel(Endpoint("127.0.0.1", server.api_port), pinned=b"\0" * 32)
 
     run(tmp_path, body)

@@ -9,10 +9,10 @@ import sys
 import time
 import urllib.request
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jetstream.client.channel import Endpoint, open_channel
 from jetstream.v1 import server_pb2, server_pb2_grpc
 from tests.support.servers import ServerProcess, free_port_args
 
@@ -24,8 +24,9 @@ def server(tmp_path):
     proc.stop()
 
 
-def server_uid(address: str) -> str:
-    with grpc.insecure_channel(address) as channel:
+def server_uid(port: int) -> str:
+    channel, _ = open_channel(Endpoint("127.0.0.1", port))
+    with channel:
         stub = server_pb2_grpc.ServerServiceStub(channel)
         reply = stub.GetServerInfo(server_pb2.GetServerInfoRequest(), timeout=5)
     return reply.server_info.server_uid
@@ -33,7 +34,8 @@ def server_uid(address: str) -> str:
 
 def test_sigterm_drains_and_exits_zero_within_5s(server):
     server.start()
-    with grpc.insecure_channel(server.api_address) as channel:
+    channel, _ = open_channel(Endpoint("127.0.0.1", server.api_port))
+    with channel:
         health = health_pb2_grpc.HealthStub(channel)
         status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING
@@ -46,11 +48,11 @@ def test_sigterm_drains_and_exits_zero_within_5s(server):
 
 def test_kill_9_then_restart_keeps_server_uid(server):
     server.start()
-    first = server_uid(server.api_address)
+    first = server_uid(server.api_port)
     server.signal(signal.SIGKILL)
     server.wait(timeout=5)
     server.start()
-    assert server_uid(server.api_address) == first
+    assert server_uid(server.api_port) == first
 
 
 def test_metrics_endpoint_serves_build_info(server):
@@ -122,9 +124,22 @@ def test_status_reports_a_running_server_and_fails_when_gone(server):
     server.start()
     up = jetstream("status", "--api-port", str(server.api_port))
     assert up.returncode == 0, up.stderr
-    assert "SERVING" in up.stdout and server_uid(server.api_address) in up.stdout
+    assert "SERVING" in up.stdout and server_uid(server.api_port) in up.stdout
     server.stop()
     down = jetstream("status", "--api-port", str(server.api_port))
     assert down.returncode == 1
     assert down.stderr.startswith("jetstream: error: no jetstream server answers at")
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_plaintext_flag_serves_plaintext(tmp_path):
+    proc = ServerProcess(tmp_path / "state", [*free_port_args(), "--api-plaintext"],
+                         tmp_path / "server.log")
+    try:
+        proc.start()
+        up = jetstream("status", "--plaintext", "--api-port", str(proc.api_port))
+        assert up.returncode == 0, up.stderr
+        assert "API plaintext" in up.stdout
+        assert not (tmp_path / "state" / "api-tls.crt").exists()
+    finally:
+        proc.stop()
