@@ -73,7 +73,8 @@ def _read_pair(cert: Path, key: Path) -> TlsIdentity:
         x509.load_pem_x509_certificate(identity.certificate_pem)
         serialization.load_pem_private_key(identity.key_pem, password=None)
     except ValueError as exc:
-        raise ConfigError(f"API TLS certificate {cert} or key {key} is not valid PEM: {exc}") from None
+        message = f"API TLS certificate {cert} or key {key}: not valid PEM ({exc})"
+        raise ConfigError(message) from None
     return identity
 
 
