@@ -21,7 +21,7 @@ from jetstream.auth.sessions import SessionStore
 from jetstream.config import ServerConfig, is_loopback
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
-from jetstream.services.auth import Authenticator, AuthService
+from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
 from jetstream.services.events import EventLog
 from jetstream.services.server_info import ServerInfoService
 from jetstream.state.database import Database
@@ -78,7 +78,13 @@ async def start_server(
             from jetstream.auth.pam import PamAuthenticator
 
             authenticator = PamAuthenticator()
-        auth = AuthService(SessionStore(db), authenticator)
+        auth = AuthService(
+            SessionStore(db),
+            authenticator,
+            superusers=SuperuserPolicy(frozenset(config.superuser), frozenset(config.supergroup)),
+            session_ttl=config.session_ttl,
+            api_tokens_enabled=not config.api_disable_api_tokens,
+        )
         api = await build_api_server(config, info=info, auth=auth, tls=tls, metrics=metrics)
     except BaseException:
         db.close()

@@ -139,6 +139,14 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="FILE"),
     Setting("api_plaintext", _boolean, False, "Serve the API without TLS. Passwords then cross "
             "the network in clear unless the API is bound to loopback; a warning is logged."),
+    Setting("superuser", _text, [], "A user who may see and manage every user's objects "
+            "(repeatable; root always may).", multiple=True, metavar="NAME"),
+    Setting("supergroup", _text, ["sudo", "wheel", "admin"], "Members of this group are "
+            "superusers (repeatable).", multiple=True, metavar="GROUP"),
+    Setting("session_ttl", _positive_float, 43200.0, "Lifetime of a login session, in "
+            "seconds.", metavar="SECONDS"),
+    Setting("api_disable_api_tokens", _boolean, False, "Refuse API tokens (creating and "
+            "using them); password sessions still work."),
     Setting("recv_port", _port, [8886], "UDP port(s) that receive transfer data (repeatable).",
             multiple=True, metavar="PORT"),
     Setting("recv_host", _ip_address, "0.0.0.0", "Address the UDP receive port(s) bind to.",
@@ -178,6 +186,10 @@ class ServerConfig:
     api_tls_cert: Path | None = None
     api_tls_key: Path | None = None
     api_plaintext: bool = False
+    superuser: tuple[str, ...] = ()
+    supergroup: tuple[str, ...] = ("sudo", "wheel", "admin")
+    session_ttl: float = 43200.0
+    api_disable_api_tokens: bool = False
     recv_port: tuple[int, ...] = (8886,)
     recv_host: str = "0.0.0.0"
     persistent_state_dir: Path = Path("/var/lib/jetstream/state")

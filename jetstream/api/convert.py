@@ -54,7 +54,8 @@ def principal(caller: Caller) -> common_pb2.Principal:
     is_api = record.kind is TokenKind.API
     return common_pb2.Principal(
         username=record.username,
-        uid=caller.uid,
+        uid=caller.principal.uid,
+        superuser=caller.is_superuser,
         credential_kind=(common_pb2.CREDENTIAL_KIND_API_TOKEN if is_api
                          else common_pb2.CREDENTIAL_KIND_SESSION),
         api_token=API_TOKEN_PREFIX + record.token_id if is_api else "",

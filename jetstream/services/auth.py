@@ -6,16 +6,21 @@ a bearer token from `SessionStore`. Both kinds of token resolve to the same `Cal
 
 from __future__ import annotations
 
-import pwd
+import asyncio
+import dataclasses
+import grp
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from jetstream.auth.principal import Principal, lookup_principal
 from jetstream.auth.sessions import SessionStore, TokenKind, TokenRecord
+from jetstream.auth.throttle import LoginThrottle
 from jetstream.errors import (
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     Unauthenticated,
 )
@@ -25,9 +30,22 @@ MAX_TOKEN_TTL = 366 * 24 * 3600.0
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, username: str, password: str, *, source: str) -> str:
-        """Return the canonical user name, or raise Unauthenticated / ResourceExhausted."""
+    async def authenticate(self, username: str, password: str, *, source: str) -> Principal:
+        """Return who logged in, or raise Unauthenticated."""
         ...
+
+
+@dataclass(frozen=True)
+class SuperuserPolicy:
+    """Who may see everything: root, named users, and members of named groups."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset({"sudo", "wheel", "admin"})
+
+    def applies_to(self, principal: Principal) -> bool:
+        if principal.uid == 0 or principal.username in self.users:
+            return True
+        return any(_group_name(gid) in self.groups for gid in principal.groups)
 
 
 @dataclass(frozen=True)
@@ -36,11 +54,19 @@ class Caller:
 
     token: TokenRecord
     peer: str
-    uid: int
+    principal: Principal
 
     @property
     def username(self) -> str:
         return self.token.username
+
+    @property
+    def is_superuser(self) -> bool:
+        return self.principal.is_superuser
+
+    def require_superuser(self) -> None:
+        if not self.is_superuser:
+            raise PermissionDenied("only a superuser may do this")
 
 
 class AuthService:
@@ -49,12 +75,16 @@ class AuthService:
         sessions: SessionStore,
         authenticator: Authenticator,
         *,
+        superusers: SuperuserPolicy = SuperuserPolicy(),
+        throttle: LoginThrottle | None = None,
         session_ttl: float = DEFAULT_SESSION_TTL,
         api_tokens_enabled: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sessions = sessions
         self._authenticator = authenticator
+        self._superusers = superusers
+        self._throttle = throttle or LoginThrottle()
         self._session_ttl = session_ttl
         self.api_tokens_enabled = api_tokens_enabled
         self._clock = clock
@@ -62,18 +92,28 @@ class AuthService:
     async def login(
         self, username: str, password: str, *, source: str, ttl: float | None = None
     ) -> tuple[str, Caller]:
-        name = await self._authenticator.authenticate(username, password, source=source)
+        attempt = self._throttle.begin(username, source, self._clock())
+        principal = await self._authenticator.authenticate(username, password, source=source)
+        self._throttle.succeeded(attempt)
         lifetime = self._session_ttl if not ttl else min(ttl, self._session_ttl)
         secret, record = self._sessions.issue(
-            name, TokenKind.SESSION, now=self._clock(), ttl=lifetime
+            principal.username, TokenKind.SESSION, now=self._clock(), ttl=lifetime
         )
-        return secret, _caller(record, source)
+        return secret, self._caller(record, source, principal)
 
     async def authenticate_token(self, token: str, peer: str) -> Caller:
         record = self._sessions.check(token, now=self._clock())
         if record.kind is TokenKind.API and not self.api_tokens_enabled:
             raise PermissionDenied("API tokens are disabled on this server")
-        return _caller(record, peer)
+        try:
+            principal = await asyncio.to_thread(lookup_principal, record.username)
+        except NotFound:
+            raise Unauthenticated("the account behind this token no longer exists") from None
+        return self._caller(record, peer, principal)
+
+    def _caller(self, record: TokenRecord, peer: str, principal: Principal) -> Caller:
+        superuser = self._superusers.applies_to(principal)
+        return Caller(record, peer, dataclasses.replace(principal, is_superuser=superuser))
 
     def logout(self, caller: Caller) -> None:
         if caller.token.kind is not TokenKind.SESSION:
@@ -123,12 +163,11 @@ class AuthService:
         return record
 
 
-def _caller(record: TokenRecord, peer: str) -> Caller:
+def _group_name(gid: int) -> str:
     try:
-        uid = pwd.getpwnam(record.username).pw_uid
+        return grp.getgrgid(gid).gr_name
     except KeyError:
-        raise Unauthenticated("the account behind this token no longer exists") from None
-    return Caller(record, peer, uid)
+        return ""
 
 
 def _within(path: str, scope: str) -> bool:

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from jetstream.app import Server, start_server
+from jetstream.auth.principal import Principal
 from jetstream.client.channel import Endpoint, FingerprintMismatch, open_aio_channel
 from jetstream.config import load_config
 from jetstream.errors import Unauthenticated
@@ -23,7 +24,7 @@ from jetstream.v1 import auth_pb2, auth_pb2_grpc, server_pb2, server_pb2_grpc
 class RefusingAuthenticator:
     """Stands in for PAM where these tests do not log in (tests/auth covers real PAM)."""
 
-    async def authenticate(self, username: str, password: str, *, source: str) -> str:
+    async def authenticate(self, username: str, password: str, *, source: str) -> Principal:
         raise Unauthenticated("invalid username or password")
 
 
