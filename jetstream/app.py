@@ -22,6 +22,7 @@ from jetstream.config import ServerConfig, is_loopback
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
+from jetstream.services.destinations import DestinationService
 from jetstream.services.events import EventLog
 from jetstream.services.server_info import ServerInfoService
 from jetstream.state.database import Database
@@ -85,7 +86,12 @@ async def start_server(
             session_ttl=config.session_ttl,
             api_tokens_enabled=not config.api_disable_api_tokens,
         )
-        api = await build_api_server(config, info=info, auth=auth, tls=tls, metrics=metrics)
+        destinations = DestinationService(
+            db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers
+        )
+        api = await build_api_server(
+            config, info=info, auth=auth, destinations=destinations, tls=tls, metrics=metrics
+        )
     except BaseException:
         db.close()
         raise

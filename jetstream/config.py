@@ -147,6 +147,8 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds.", metavar="SECONDS"),
     Setting("api_disable_api_tokens", _boolean, False, "Refuse API tokens (creating and "
             "using them); password sessions still work."),
+    Setting("allow_plaintext_peers", _boolean, False, "Allow destinations whose API is "
+            "reached without TLS (tests on trusted networks only)."),
     Setting("recv_port", _port, [8886], "UDP port(s) that receive transfer data (repeatable).",
             multiple=True, metavar="PORT"),
     Setting("recv_host", _ip_address, "0.0.0.0", "Address the UDP receive port(s) bind to.",
@@ -190,6 +192,7 @@ class ServerConfig:
     supergroup: tuple[str, ...] = ("sudo", "wheel", "admin")
     session_ttl: float = 43200.0
     api_disable_api_tokens: bool = False
+    allow_plaintext_peers: bool = False
     recv_port: tuple[int, ...] = (8886,)
     recv_host: str = "0.0.0.0"
     persistent_state_dir: Path = Path("/var/lib/jetstream/state")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jetstream.auth.sessions import TokenKind, TokenRecord
 from jetstream.errors import InvalidArgument
 from jetstream.services.auth import Caller
+from jetstream.services.destinations import (
+    DEFAULT_API_PORT,
+    Credentials,
+    Destination,
+)
 from jetstream.services.server_info import ServerInfoService
-from jetstream.v1 import auth_pb2, common_pb2, server_pb2
+from jetstream.v1 import auth_pb2, common_pb2, destinations_pb2, server_pb2
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -43,10 +49,7 @@ API_TOKEN_PREFIX = "apiTokens/"
 
 
 def api_token_id(name: str) -> str:
-    """The id inside an `apiTokens/{id}` resource name."""
-    if not name.startswith(API_TOKEN_PREFIX) or len(name) == len(API_TOKEN_PREFIX):
-        raise InvalidArgument(f"expected a name like apiTokens/<id>, got {name!r}")
-    return name[len(API_TOKEN_PREFIX):]
+    return resource_id(name, API_TOKEN_PREFIX)
 
 
 def principal(caller: Caller) -> common_pb2.Principal:
@@ -75,3 +78,98 @@ def api_token(record: TokenRecord) -> auth_pb2.ApiToken:
         create_time=timestamp(record.created_at),
     )
 
+
+
+DESTINATION_PREFIX = "destinations/"
+
+#: API field name -> Destination attribute, for the fields UpdateDestination may change.
+DESTINATION_FIELDS = {
+    "display_name": "display_name",
+    "host": "host",
+    "api_port": "api_port",
+    "udp_port": "udp_port",
+    "local_udp_port": "local_udp_port",
+    "max_rate_bps": "max_rate_bps",
+    "labels": "labels",
+    "pinned_tls_certificate_sha256": "pinned_fingerprint",
+    "pinned_server_uid": "pinned_server_uid",
+}
+
+
+def resource_id(name: str, prefix: str) -> str:
+    """The id inside a `collection/{id}` resource name."""
+    if not name.startswith(prefix) or len(name) == len(prefix) or "/" in name[len(prefix):]:
+        raise InvalidArgument(f"expected a name like {prefix}<id>, got {name!r}")
+    return name[len(prefix):]
+
+
+def destination_from_proto(message: destinations_pb2.Destination) -> Destination:
+    return Destination(
+        id="",
+        owner="",
+        host=message.host,
+        api_port=message.api_port or DEFAULT_API_PORT,
+        udp_port=message.udp_port,
+        display_name=message.display_name,
+        pinned_fingerprint=message.pinned_tls_certificate_sha256,
+        pinned_server_uid=message.pinned_server_uid,
+        local_udp_port=message.local_udp_port,
+        max_rate_bps=message.max_rate_bps,
+        plaintext=message.plaintext,
+        labels=dict(message.labels),
+    )
+
+
+def credentials_from_proto(message: destinations_pb2.Destination) -> Credentials:
+    which = message.WhichOneof("credentials")
+    if which == "password":
+        return Credentials(username=message.password.username, password=message.password.password)
+    if which == "api_token_secret":
+        return Credentials(api_token=message.api_token_secret)
+    return Credentials()
+
+
+def destination_changes(
+    message: destinations_pb2.Destination, mask: FieldMask
+) -> dict[str, object]:
+    """The attribute changes an UpdateDestination asks for (AIP-134 mask rules)."""
+    if list(mask.paths) == ["*"]:
+        paths = list(DESTINATION_FIELDS)
+    elif mask.paths:
+        paths = list(mask.paths)
+    else:
+        paths = [f.name for f, _ in message.ListFields() if f.name in DESTINATION_FIELDS]
+    unknown = [p for p in paths if p not in DESTINATION_FIELDS]
+    if unknown:
+        raise InvalidArgument(f"update_mask names fields that cannot change: {', '.join(unknown)}")
+    wanted = destination_from_proto(message)
+    if "api_port" in paths and message.api_port == 0:
+        raise InvalidArgument("api_port must not be 0")
+    return {DESTINATION_FIELDS[p]: getattr(wanted, DESTINATION_FIELDS[p]) for p in paths}
+
+
+def destination(d: Destination) -> destinations_pb2.Destination:
+    message = destinations_pb2.Destination(
+        name=DESTINATION_PREFIX + d.id,
+        display_name=d.display_name,
+        host=d.host,
+        api_port=d.api_port,
+        udp_port=d.udp_port,
+        credential_kind=common_pb2.CREDENTIAL_KIND_API_TOKEN,
+        username=d.remote_username,
+        pinned_tls_certificate_sha256=d.pinned_fingerprint,
+        pinned_server_uid=d.pinned_server_uid,
+        local_udp_port=d.local_udp_port,
+        max_rate_bps=d.max_rate_bps,
+        plaintext=d.plaintext,
+        labels=d.labels,
+        owner=d.owner,
+        create_time=timestamp(d.created_at),
+        update_time=timestamp(d.updated_at),
+    )
+    if d.last_contact_at:
+        message.last_contact_time.CopyFrom(timestamp(d.last_contact_at))
+    if d.last_error:
+        message.last_error.CopyFrom(common_pb2.ErrorDetail(reason="PEER_UNREACHABLE",
+                                                           message=d.last_error))
+    return message

@@ -17,33 +17,12 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from jetstream.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    JetstreamError,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-)
+from jetstream.api.status import status_for
+from jetstream.errors import JetstreamError, Unauthenticated
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import Caller
 
 log = logging.getLogger(__name__)
-
-#: Most specific first: the first matching class decides the code.
-STATUS_FOR_ERROR: tuple[tuple[type[JetstreamError], grpc.StatusCode], ...] = (
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-)
 
 caller_var: ContextVar[Caller | None] = ContextVar("jetstream_caller", default=None)
 
@@ -58,13 +37,6 @@ def current_caller() -> Caller:
 
 Authenticate = Callable[[str, str], Awaitable[Caller]]
 """(bearer token, peer address) -> the caller, or raises Unauthenticated."""
-
-
-def status_for(error: JetstreamError) -> grpc.StatusCode:
-    for kind, code in STATUS_FOR_ERROR:
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:

@@ -11,13 +11,22 @@ from grpc_reflection.v1alpha import reflection
 
 from jetstream.api.interceptors import CallInterceptor
 from jetstream.api.servicers.auth import AuthServicer
+from jetstream.api.servicers.destinations import DestinationServicer
 from jetstream.api.servicers.server import ServerServicer
 from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
+from jetstream.services.destinations import DestinationService
 from jetstream.services.server_info import ServerInfoService
 from jetstream.tls import TlsIdentity
-from jetstream.v1 import auth_pb2, auth_pb2_grpc, server_pb2, server_pb2_grpc
+from jetstream.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    destinations_pb2,
+    destinations_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
+)
 
 #: Callable without credentials: what a client needs before it can log in.
 PUBLIC_METHODS = frozenset(
@@ -45,6 +54,7 @@ async def build_api_server(
     *,
     info: ServerInfoService,
     auth: AuthService,
+    destinations: DestinationService,
     tls: TlsIdentity | None,
     metrics: Metrics | None,
 ) -> ApiServer:
@@ -55,12 +65,16 @@ async def build_api_server(
     )
     server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(info), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth), server)
+    destinations_pb2_grpc.add_DestinationServiceServicer_to_server(
+        DestinationServicer(destinations), server
+    )
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [
         server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+        destinations_pb2.DESCRIPTOR.services_by_name["DestinationService"].full_name,
     ]
     for name in services:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -7,6 +7,7 @@ fetched with a plain TLS handshake, compared, and then used as the only trusted 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from dataclasses import dataclass
@@ -74,13 +75,17 @@ def secure_target(endpoint: Endpoint, pinned: bytes | None = None) -> SecureTarg
     return SecureTarget(grpc.ssl_channel_credentials(root_certificates=pem), options, fingerprint)
 
 
-def open_aio_channel(
+async def open_aio_channel(
     endpoint: Endpoint, *, plaintext: bool = False, pinned: bytes | None = None
 ) -> tuple[aio.Channel, bytes | None]:
-    """An asyncio channel and the fingerprint it trusts (None for plaintext)."""
+    """An asyncio channel and the fingerprint it trusts (None for plaintext).
+
+    The certificate is fetched on a worker thread; the channel is made on the loop's thread,
+    which grpc.aio requires.
+    """
     if plaintext:
         return aio.insecure_channel(endpoint.target), None
-    target = secure_target(endpoint, pinned)
+    target = await asyncio.to_thread(secure_target, endpoint, pinned)
     channel = aio.secure_channel(endpoint.target, target.credentials, options=target.options)
     return channel, target.fingerprint
 

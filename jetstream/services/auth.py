@@ -68,6 +68,18 @@ class Caller:
         if not self.is_superuser:
             raise PermissionDenied("only a superuser may do this")
 
+    def can_see(self, owner: str) -> bool:
+        """Whether objects owned by `owner` exist as far as this caller is concerned."""
+        return self.is_superuser or owner == self.username
+
+    def owner_scope(self, owner: str) -> str | None:
+        """The owner a List call filters on (None: everyone's), per the API's `owner` rule."""
+        if owner in ("", self.username):
+            return self.username
+        if not self.is_superuser:
+            raise PermissionDenied("only a superuser may list other users' objects")
+        return None if owner == "-" else owner
+
 
 class AuthService:
     def __init__(

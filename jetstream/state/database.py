@@ -51,6 +51,29 @@ MIGRATIONS: tuple[str, ...] = (
         message   TEXT NOT NULL
     ) STRICT;
     """,
+    """
+    CREATE TABLE destinations (
+        id                 TEXT PRIMARY KEY,
+        owner              TEXT NOT NULL,
+        display_name       TEXT NOT NULL DEFAULT '',
+        host               TEXT NOT NULL,
+        api_port           INTEGER NOT NULL,
+        udp_port           INTEGER NOT NULL DEFAULT 0,
+        remote_username    TEXT NOT NULL DEFAULT '',
+        token_secret       TEXT NOT NULL,
+        pinned_fingerprint BLOB NOT NULL,
+        pinned_server_uid  TEXT NOT NULL,
+        local_udp_port     INTEGER NOT NULL DEFAULT 0,
+        max_rate_bps       INTEGER NOT NULL DEFAULT 0,
+        plaintext          INTEGER NOT NULL DEFAULT 0,
+        labels             TEXT NOT NULL DEFAULT '{}',
+        created_at         REAL NOT NULL,
+        updated_at         REAL NOT NULL,
+        last_contact_at    REAL NOT NULL DEFAULT 0,
+        last_error         TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE INDEX destinations_by_owner ON destinations (owner, id);
+    """,
 )
 
 

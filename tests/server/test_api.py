@@ -36,7 +36,7 @@ async def running(tmp_path) -> AsyncIterator[tuple[Server, aio.Channel]]:
         env={}, config_file=None,
     )
     server = await start_server(config, authenticator=RefusingAuthenticator())
-    channel, _fingerprint = open_aio_channel(Endpoint("127.0.0.1", server.api_port))
+    channel, _fingerprint = await open_aio_channel(Endpoint("127.0.0.1", server.api_port))
     try:
         yield server, channel
     finally:
@@ -132,6 +132,6 @@ def test_plaintext_client_cannot_talk_to_the_tls_api(tmp_path):
 def test_pinned_fingerprint_mismatch_is_refused(tmp_path):
     async def body(server: Server, channel: aio.Channel) -> None:
         with pytest.raises(FingerprintMismatch, match="certificate of 127.0.0.1:.* changed"):
-            open_aio_channel(Endpoint("127.0.0.1", server.api_port), pinned=b"\0" * 32)
+            await open_aio_channel(Endpoint("127.0.0.1", server.api_port), pinned=b"\0" * 32)
 
     run(tmp_path, body)
