@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from jetstream import __version__
-from jetstream.api.server import ApiServer, build_api_server
+from jetstream.api.server import ApiServer, ApiServices, build_api_server
 from jetstream.auth.sessions import SessionStore
 from jetstream.config import ServerConfig, is_loopback
 from jetstream.observability.logsetup import configure_logging
@@ -24,9 +24,13 @@ from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
 from jetstream.services.destinations import DestinationService
 from jetstream.services.events import EventLog
+from jetstream.services.manifests import ManifestService
+from jetstream.services.sandboxes import Sandboxes
 from jetstream.services.server_info import ServerInfoService
 from jetstream.state.database import Database
 from jetstream.state.identity import load_identity
+from jetstream.storage.sandbox import SandboxRules
+from jetstream.storage.userfs import UserFS
 from jetstream.tls import TlsIdentity, load_tls_identity
 from jetstream.transport.sockets import bind_udp
 
@@ -42,6 +46,8 @@ class Server:
     events: EventLog
     api: ApiServer
     metrics: Metrics | None
+    files: UserFS
+    manifests: ManifestService
     udp_sockets: list[socket.socket] = field(default_factory=list)
 
     @property
@@ -50,6 +56,8 @@ class Server:
 
     async def stop(self) -> None:
         await self.api.stop(self.config.shutdown_grace)
+        await self.manifests.close()
+        self.files.close()
         for sock in self.udp_sockets:
             sock.close()
         if self.metrics is not None:
@@ -86,16 +94,22 @@ async def start_server(
             session_ttl=config.session_ttl,
             api_tokens_enabled=not config.api_disable_api_tokens,
         )
-        destinations = DestinationService(
-            db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers
+        files = UserFS()
+        manifests = ManifestService(db, files, Sandboxes(SandboxRules(config.sandbox_dir)))
+        manifests.recover()
+        services = ApiServices(
+            info=info,
+            auth=auth,
+            destinations=DestinationService(
+                db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers
+            ),
+            manifests=manifests,
         )
-        api = await build_api_server(
-            config, info=info, auth=auth, destinations=destinations, tls=tls, metrics=metrics
-        )
+        api = await build_api_server(config, services, tls=tls, metrics=metrics)
     except BaseException:
         db.close()
         raise
-    server = Server(config, db, events, api, metrics, udp_sockets)
+    server = Server(config, db, events, api, metrics, files, manifests, udp_sockets)
     metrics_port = None
     if metrics is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)

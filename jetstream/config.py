@@ -147,6 +147,10 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds.", metavar="SECONDS"),
     Setting("api_disable_api_tokens", _boolean, False, "Refuse API tokens (creating and "
             "using them); password sessions still work."),
+    Setting("sandbox_dir", _text, [], "Confine every user to this directory (repeatable: "
+            "the first is the root of each user's view, others appear by path). Placeholders: "
+            "%u user, %d domain, %f full user name, %% a percent sign.", multiple=True,
+            metavar="DIR"),
     Setting("allow_plaintext_peers", _boolean, False, "Allow destinations whose API is "
             "reached without TLS (tests on trusted networks only)."),
     Setting("recv_port", _port, [8886], "UDP port(s) that receive transfer data (repeatable).",
@@ -193,6 +197,7 @@ class ServerConfig:
     session_ttl: float = 43200.0
     api_disable_api_tokens: bool = False
     allow_plaintext_peers: bool = False
+    sandbox_dir: tuple[str, ...] = ()
     recv_port: tuple[int, ...] = (8886,)
     recv_host: str = "0.0.0.0"
     persistent_state_dir: Path = Path("/var/lib/jetstream/state")

@@ -13,8 +13,16 @@ from jetstream.services.destinations import (
     Credentials,
     Destination,
 )
+from jetstream.services.manifests import (
+    Manifest,
+    ManifestEntry,
+    ManifestSpec,
+    ManifestState,
+    SymlinkPolicy,
+)
+from jetstream.services.manifests import Mapping as ManifestMapping
 from jetstream.services.server_info import ServerInfoService
-from jetstream.v1 import auth_pb2, common_pb2, destinations_pb2, server_pb2
+from jetstream.v1 import auth_pb2, common_pb2, destinations_pb2, manifests_pb2, server_pb2
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -173,3 +181,75 @@ def destination(d: Destination) -> destinations_pb2.Destination:
         message.last_error.CopyFrom(common_pb2.ErrorDetail(reason="PEER_UNREACHABLE",
                                                            message=d.last_error))
     return message
+
+
+MANIFEST_PREFIX = "manifests/"
+_MANIFEST_STATES = {
+    ManifestState.PENDING: manifests_pb2.MANIFEST_STATE_PENDING,
+    ManifestState.COMPLETE: manifests_pb2.MANIFEST_STATE_COMPLETE,
+    ManifestState.ERROR: manifests_pb2.MANIFEST_STATE_ERROR,
+}
+_FILE_KINDS = {
+    "file": common_pb2.FILE_KIND_FILE,
+    "directory": common_pb2.FILE_KIND_DIRECTORY,
+    "symlink": common_pb2.FILE_KIND_SYMLINK,
+}
+
+
+def manifest_state_filter(state: int) -> ManifestState | None:
+    for domain, wire in _MANIFEST_STATES.items():
+        if wire == state:
+            return domain
+    return None
+
+
+def manifest_spec_from_proto(spec: manifests_pb2.ManifestSpec) -> ManifestSpec:
+    if spec.symlink_policy not in (manifests_pb2.SYMLINK_POLICY_UNSPECIFIED,
+                                   manifests_pb2.SYMLINK_POLICY_SKIP):
+        raise InvalidArgument("only the SKIP symlink policy is supported so far")
+    return ManifestSpec(
+        mappings=tuple(ManifestMapping(m.source_path, m.destination_path) for m in spec.mappings),
+        include=tuple(spec.include_patterns),
+        exclude=tuple(spec.exclude_patterns),
+        symlinks=SymlinkPolicy.SKIP,
+    )
+
+
+def manifest(m: Manifest) -> manifests_pb2.Manifest:
+    message = manifests_pb2.Manifest(
+        name=MANIFEST_PREFIX + m.id,
+        spec=manifests_pb2.ManifestSpec(
+            mappings=[manifests_pb2.FileMapping(source_path=x.source_path,
+                                                destination_path=x.destination_path)
+                      for x in m.spec.mappings],
+            include_patterns=list(m.spec.include),
+            exclude_patterns=list(m.spec.exclude),
+            symlink_policy=manifests_pb2.SYMLINK_POLICY_SKIP,
+        ),
+        state=_MANIFEST_STATES[m.state],
+        file_count=m.file_count,
+        dir_count=m.dir_count,
+        total_bytes=m.total_bytes,
+        skipped_count=m.skipped_count,
+        labels=m.labels,
+        owner=m.owner,
+        create_time=timestamp(m.created_at),
+    )
+    if m.error:
+        message.error.CopyFrom(common_pb2.ErrorDetail(reason="MANIFEST_SCAN_FAILED",
+                                                      message=m.error))
+    if m.completed_at:
+        message.complete_time.CopyFrom(timestamp(m.completed_at))
+    return message
+
+
+def manifest_file(entry: ManifestEntry, root_prefix: str) -> manifests_pb2.ManifestFile:
+    return manifests_pb2.ManifestFile(
+        source_path=root_prefix + entry.source_path,
+        destination_path=entry.dest_path,
+        kind=_FILE_KINDS[entry.kind],
+        size_bytes=entry.size,
+        mode=entry.mode,
+        modify_time=timestamp(entry.mtime_ns / 1e9),
+        symlink_target=entry.symlink_target,
+    )

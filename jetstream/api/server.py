@@ -12,11 +12,13 @@ from grpc_reflection.v1alpha import reflection
 from jetstream.api.interceptors import CallInterceptor
 from jetstream.api.servicers.auth import AuthServicer
 from jetstream.api.servicers.destinations import DestinationServicer
+from jetstream.api.servicers.manifests import ManifestServicer
 from jetstream.api.servicers.server import ServerServicer
 from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
 from jetstream.services.destinations import DestinationService
+from jetstream.services.manifests import ManifestService
 from jetstream.services.server_info import ServerInfoService
 from jetstream.tls import TlsIdentity
 from jetstream.v1 import (
@@ -24,6 +26,8 @@ from jetstream.v1 import (
     auth_pb2_grpc,
     destinations_pb2,
     destinations_pb2_grpc,
+    manifests_pb2,
+    manifests_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
 )
@@ -35,6 +39,16 @@ PUBLIC_METHODS = frozenset(
         "/jetstream.v1.ServerService/GetServerInfo",
     }
 )
+
+
+@dataclass(frozen=True)
+class ApiServices:
+    """The service layer the API exposes."""
+
+    info: ServerInfoService
+    auth: AuthService
+    destinations: DestinationService
+    manifests: ManifestService
 
 
 @dataclass
@@ -51,36 +65,40 @@ class ApiServer:
 
 async def build_api_server(
     config: ServerConfig,
+    services: ApiServices,
     *,
-    info: ServerInfoService,
-    auth: AuthService,
-    destinations: DestinationService,
     tls: TlsIdentity | None,
     metrics: Metrics | None,
 ) -> ApiServer:
     """A started server; `tls` None serves plaintext (the caller decided that is allowed)."""
     server = aio.server(
-        interceptors=[CallInterceptor(auth.authenticate_token, PUBLIC_METHODS, metrics)],
+        interceptors=[
+            CallInterceptor(services.auth.authenticate_token, PUBLIC_METHODS, metrics)
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
-    server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(info), server)
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth), server)
+    server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(services.info), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(services.auth), server)
     destinations_pb2_grpc.add_DestinationServiceServicer_to_server(
-        DestinationServicer(destinations), server
+        DestinationServicer(services.destinations), server
+    )
+    manifests_pb2_grpc.add_ManifestServiceServicer_to_server(
+        ManifestServicer(services.manifests), server
     )
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = [
+    names = [
         server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
         destinations_pb2.DESCRIPTOR.services_by_name["DestinationService"].full_name,
+        manifests_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     ]
-    for name in services:
+    for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        [*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
 
     address = f"{config.api_bind_host}:{config.api_port}"

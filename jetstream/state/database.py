@@ -74,6 +74,37 @@ MIGRATIONS: tuple[str, ...] = (
     ) STRICT;
     CREATE INDEX destinations_by_owner ON destinations (owner, id);
     """,
+    """
+    CREATE TABLE manifests (
+        id            TEXT PRIMARY KEY,
+        owner         TEXT NOT NULL,
+        spec          TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending', 'complete', 'error')),
+        error         TEXT NOT NULL DEFAULT '',
+        file_count    INTEGER NOT NULL DEFAULT 0,
+        dir_count     INTEGER NOT NULL DEFAULT 0,
+        total_bytes   INTEGER NOT NULL DEFAULT 0,
+        skipped_count INTEGER NOT NULL DEFAULT 0,
+        labels        TEXT NOT NULL DEFAULT '{}',
+        created_at    REAL NOT NULL,
+        completed_at  REAL NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX manifests_by_owner ON manifests (owner, created_at);
+    CREATE TABLE manifest_entries (
+        manifest_id    TEXT NOT NULL REFERENCES manifests (id) ON DELETE CASCADE,
+        seq            INTEGER NOT NULL,
+        source_root    TEXT NOT NULL,
+        source_path    TEXT NOT NULL,
+        dest_path      TEXT NOT NULL,
+        kind           TEXT NOT NULL CHECK (kind IN ('file', 'directory', 'symlink')),
+        size           INTEGER NOT NULL,
+        mode           INTEGER NOT NULL,
+        mtime_ns       INTEGER NOT NULL,
+        symlink_target TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (manifest_id, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE UNIQUE INDEX manifest_entries_by_dest ON manifest_entries (manifest_id, dest_path);
+    """,
 )
 
 

@@ -1,0 +1,400 @@
+"""Manifests: a snapshot of what to send, scanned as the user, stored as rows.
+
+Scanning runs in the background (CreateManifest returns at once) and streams entries into
+SQLite in batches, so a tree of a million files never sits in memory. Entries keep the
+sandbox root they came from, so a transfer re-opens each file as its owner, beneath the
+same root, without resolving the user's view again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from jetstream.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    JetstreamError,
+    NotFound,
+)
+from jetstream.services.auth import Caller
+from jetstream.services.destinations import ID_PATTERN
+from jetstream.services.globs import PathFilter
+from jetstream.services.sandboxes import Sandboxes
+from jetstream.state.database import Database
+from jetstream.storage import userfs
+from jetstream.storage.paths import RelPath, parse_path, printable
+from jetstream.storage.sandbox import Location
+
+log = logging.getLogger(__name__)
+
+MAX_MAPPINGS = 10_000
+BATCH = 1000
+
+
+class ManifestState(StrEnum):
+    PENDING = "pending"
+    COMPLETE = "complete"
+    ERROR = "error"
+
+
+class SymlinkPolicy(StrEnum):
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    source_path: str
+    destination_path: str = ""
+
+
+@dataclass(frozen=True)
+class ManifestSpec:
+    mappings: tuple[Mapping, ...]
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    symlinks: SymlinkPolicy = SymlinkPolicy.SKIP
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "mappings": [[m.source_path, m.destination_path] for m in self.mappings],
+            "include": list(self.include),
+            "exclude": list(self.exclude),
+            "symlinks": self.symlinks.value,
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> ManifestSpec:
+        data = json.loads(text)
+        return cls(
+            mappings=tuple(Mapping(s, d) for s, d in data["mappings"]),
+            include=tuple(data["include"]),
+            exclude=tuple(data["exclude"]),
+            symlinks=SymlinkPolicy(data["symlinks"]),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    owner: str
+    spec: ManifestSpec
+    state: ManifestState = ManifestState.PENDING
+    error: str = ""
+    file_count: int = 0
+    dir_count: int = 0
+    total_bytes: int = 0
+    skipped_count: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    completed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    seq: int
+    source_root: str
+    source_path: str
+    """Sandbox-relative below `source_root`, as `RelPath` renders it ("/a/b")."""
+    dest_path: str
+    """Relative to the transfer's destination path, without a leading "/"."""
+    kind: str
+    size: int
+    mode: int
+    mtime_ns: int
+    symlink_target: str = ""
+
+
+@dataclass
+class _Counts:
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    skipped: int = 0
+
+
+class ManifestService:
+    def __init__(
+        self,
+        db: Database,
+        files: userfs.UserFS,
+        sandboxes: Sandboxes,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._files = files
+        self._sandboxes = sandboxes
+        self._clock = clock
+        self._builds: dict[str, asyncio.Task[None]] = {}
+        self._done: dict[str, asyncio.Event] = {}
+
+    def create(
+        self, caller: Caller, spec: ManifestSpec, labels: dict[str, str], requested_id: str
+    ) -> Manifest:
+        manifest_id = requested_id or uuid.uuid4().hex[:12]
+        if not ID_PATTERN.fullmatch(manifest_id):
+            raise InvalidArgument("manifest_id must match [a-z0-9][a-z0-9-]{0,62}")
+        _check_spec(spec)
+        if self._find(manifest_id) is not None:
+            raise AlreadyExists(f"manifests/{manifest_id} exists already")
+        manifest = Manifest(manifest_id, caller.username, spec, labels=labels,
+                            created_at=self._clock())
+        self._db.execute(
+            "INSERT INTO manifests (id, owner, spec, state, labels, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (manifest.id, manifest.owner, spec.to_json(), manifest.state.value,
+             json.dumps(labels), manifest.created_at),
+        )
+        self._done[manifest_id] = asyncio.Event()
+        self._builds[manifest_id] = asyncio.create_task(self._build(caller, manifest))
+        return manifest
+
+    def recover(self) -> None:
+        """After a restart, scans that were running will never finish: say so."""
+        self._db.execute(
+            "UPDATE manifests SET state = 'error', error = ?, completed_at = ?"
+            " WHERE state = 'pending'",
+            ("the server restarted while scanning; create the manifest again", self._clock()),
+        )
+
+    def get(self, caller: Caller, manifest_id: str) -> Manifest:
+        manifest = self._find(manifest_id)
+        if manifest is None or not caller.can_see(manifest.owner):
+            raise NotFound(f"manifests/{manifest_id} not found")
+        return manifest
+
+    async def wait(self, caller: Caller, manifest_id: str) -> Manifest:
+        manifest = self.get(caller, manifest_id)
+        done = self._done.get(manifest_id)
+        if manifest.state is ManifestState.PENDING and done is not None:
+            await done.wait()
+        return self.get(caller, manifest_id)
+
+    def list(self, caller: Caller, *, owner: str, state: ManifestState | None, after: str,
+             limit: int) -> list[Manifest]:
+        """Newest first; `after` is the id of the last manifest of the previous page."""
+        sql, params = "SELECT * FROM manifests WHERE 1", []
+        scope = caller.owner_scope(owner)
+        if scope is not None:
+            sql += " AND owner = ?"
+            params.append(scope)
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state.value)
+        if after:
+            sql += " AND (created_at, id) < (SELECT created_at, id FROM manifests WHERE id = ?)"
+            params.append(after)
+        rows = self._db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT ?",
+                              [*params, limit])
+        return [_manifest(row) for row in rows]
+
+    def entries(self, caller: Caller, manifest_id: str, *, after: str, limit: int
+                ) -> list[ManifestEntry]:
+        """A page of a COMPLETE manifest's entries, by destination path."""
+        manifest = self.get(caller, manifest_id)
+        if manifest.state is not ManifestState.COMPLETE:
+            raise FailedPrecondition(f"manifests/{manifest_id} is {manifest.state.value}")
+        rows = self._db.query(
+            "SELECT * FROM manifest_entries WHERE manifest_id = ? AND dest_path > ?"
+            " ORDER BY dest_path LIMIT ?", (manifest_id, after, limit))
+        return [_entry(row) for row in rows]
+
+    def iter_entries(self, manifest_id: str, *, after_seq: int = -1) -> Iterator[ManifestEntry]:
+        """Every entry in scan order (parents before children), a batch at a time."""
+        while True:
+            rows = self._db.query(
+                "SELECT * FROM manifest_entries WHERE manifest_id = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?", (manifest_id, after_seq, BATCH))
+            if not rows:
+                return
+            for row in rows:
+                yield _entry(row)
+            after_seq = rows[-1]["seq"]
+
+    def delete(self, caller: Caller, manifest_id: str) -> None:
+        self.get(caller, manifest_id)
+        build = self._builds.pop(manifest_id, None)
+        if build is not None:
+            build.cancel()
+        self._db.execute("DELETE FROM manifests WHERE id = ?", (manifest_id,))
+
+    async def close(self) -> None:
+        for task in self._builds.values():
+            task.cancel()
+        await asyncio.gather(*self._builds.values(), return_exceptions=True)
+
+    async def _build(self, caller: Caller, manifest: Manifest) -> None:
+        counts = _Counts()
+        batch: list[ManifestEntry] = []
+        state, error = ManifestState.COMPLETE, ""
+        try:
+            async for entry in self._scan(caller, manifest.spec, counts):
+                batch.append(entry)
+                if len(batch) >= BATCH:
+                    self._flush(manifest.id, batch, counts)
+        except JetstreamError as exc:
+            state, error = ManifestState.ERROR, str(exc)
+        except asyncio.CancelledError:
+            state, error = ManifestState.ERROR, "the server stopped while scanning"
+            raise
+        finally:
+            try:
+                self._flush(manifest.id, batch, counts)
+            except JetstreamError as exc:
+                state, error = ManifestState.ERROR, str(exc)
+            self._db.execute(
+                "UPDATE manifests SET state = ?, error = ?, completed_at = ? WHERE id = ?",
+                (state.value, error, self._clock(), manifest.id),
+            )
+            self._builds.pop(manifest.id, None)
+            self._done.pop(manifest.id, asyncio.Event()).set()
+
+    def _flush(self, manifest_id: str, batch: list[ManifestEntry], counts: _Counts) -> None:
+        try:
+            with self._db.transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO manifest_entries (manifest_id, seq, source_root, source_path,"
+                    " dest_path, kind, size, mode, mtime_ns, symlink_target)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(manifest_id, e.seq, e.source_root, e.source_path, e.dest_path, e.kind,
+                      e.size, e.mode, e.mtime_ns, e.symlink_target) for e in batch],
+                )
+                conn.execute(
+                    "UPDATE manifests SET file_count = ?, dir_count = ?, total_bytes = ?,"
+                    " skipped_count = ? WHERE id = ?",
+                    (counts.files, counts.dirs, counts.bytes, counts.skipped, manifest_id),
+                )
+        except sqlite3.IntegrityError:
+            raise InvalidArgument(
+                "two entries map to the same destination path; check the mappings"
+            ) from None
+        batch.clear()
+
+    async def _scan(
+        self, caller: Caller, spec: ManifestSpec, counts: _Counts
+    ) -> AsyncIterator[ManifestEntry]:
+        """Yield entries of every mapping, walking directories top-down as the user."""
+        path_filter = PathFilter(spec.include, spec.exclude)
+        principal = caller.principal
+        seq = 0
+        for mapping in spec.mappings:
+            source = self._sandboxes.locate(principal, mapping.source_path, what="source_path")
+            top = await self._files.run(principal, userfs.stat, source)
+            dest = _destination(mapping, source)
+            if top.kind == "file":
+                counts.files += 1
+                counts.bytes += top.size
+                yield _make_entry(seq, source, dest, top)
+                seq += 1
+                continue
+            if top.kind != "directory":
+                counts.skipped += 1
+                continue
+            if dest:
+                counts.dirs += 1
+                yield _make_entry(seq, source, dest, top)
+                seq += 1
+            stack: list[tuple[Location, str, str]] = [(source, dest, "")]
+            while stack:
+                here, here_dest, relative = stack.pop()
+                after: str | None = None
+                while True:
+                    page = await self._files.run(principal, userfs.list_dir, here, after=after)
+                    for item in page.entries:
+                        rel = f"{relative}{item.name}"
+                        child = Location(here.root, here.path / RelPath((item.name,)))
+                        child_dest = f"{here_dest}/{item.name}" if here_dest else item.name
+                        if item.kind == "directory" and not path_filter.excluded(rel):
+                            counts.dirs += 1
+                            yield _make_entry(seq, child, child_dest, item)
+                            seq += 1
+                            stack.append((child, child_dest, rel + "/"))
+                        elif item.kind == "file" and path_filter.wanted_file(rel):
+                            counts.files += 1
+                            counts.bytes += item.size
+                            yield _make_entry(seq, child, child_dest, item)
+                            seq += 1
+                        elif item.kind not in ("directory", "file"):
+                            counts.skipped += 1
+                    if page.next_after is None:
+                        break
+                    after = page.next_after
+
+    def _find(self, manifest_id: str) -> Manifest | None:
+        rows = self._db.query("SELECT * FROM manifests WHERE id = ?", (manifest_id,))
+        return _manifest(rows[0]) if rows else None
+
+
+def _check_spec(spec: ManifestSpec) -> None:
+    if not spec.mappings:
+        raise InvalidArgument("a manifest needs at least one mapping")
+    if len(spec.mappings) > MAX_MAPPINGS:
+        raise InvalidArgument(f"a manifest takes at most {MAX_MAPPINGS} mappings")
+    PathFilter(spec.include, spec.exclude)  # raises on a malformed pattern
+    seen: set[str] = set()
+    for mapping in spec.mappings:
+        parse_path(mapping.source_path, what="source_path")
+        if mapping.destination_path:
+            dest = str(parse_path(mapping.destination_path, what="destination_path"))
+            if dest in seen:
+                raise InvalidArgument(f"two mappings go to {printable(dest)}")
+            seen.add(dest)
+
+
+def _destination(mapping: Mapping, source: Location) -> str:
+    if mapping.destination_path:
+        return str(parse_path(mapping.destination_path, what="destination_path")).lstrip("/")
+    return source.path.name
+
+
+def _make_entry(seq: int, loc: Location, dest: str, item: userfs.Entry) -> ManifestEntry:
+    return ManifestEntry(
+        seq=seq,
+        source_root=loc.root.name,
+        source_path=str(loc.path),
+        dest_path=dest,
+        kind=item.kind,
+        size=item.size if item.kind == "file" else 0,
+        mode=item.mode,
+        mtime_ns=item.mtime_ns,
+    )
+
+
+def _manifest(row: sqlite3.Row) -> Manifest:
+    return Manifest(
+        id=row["id"],
+        owner=row["owner"],
+        spec=ManifestSpec.from_json(row["spec"]),
+        state=ManifestState(row["state"]),
+        error=row["error"],
+        file_count=row["file_count"],
+        dir_count=row["dir_count"],
+        total_bytes=row["total_bytes"],
+        skipped_count=row["skipped_count"],
+        labels=json.loads(row["labels"]),
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+def _entry(row: sqlite3.Row) -> ManifestEntry:
+    return ManifestEntry(
+        seq=row["seq"],
+        source_root=row["source_root"],
+        source_path=row["source_path"],
+        dest_path=row["dest_path"],
+        kind=row["kind"],
+        size=row["size"],
+        mode=row["mode"],
+        mtime_ns=row["mtime_ns"],
+        symlink_target=row["symlink_target"],
+    )
