@@ -35,9 +35,7 @@ fi
 ln -sf "$PREFIX/bin/jetstream" /usr/local/bin/jetstream
 ln -sf "$PREFIX/bin/jetstreamctl" /usr/local/bin/jetstreamctl
 
-if [[ -f "$SRC/deploy/pam/jetstream" ]]; then
-    install -m 0644 "$SRC/deploy/pam/jetstream" /etc/pam.d/jetstream
-fi
+"$SRC/deploy/install-pam.sh"
 install -d -m 0700 /var/lib/jetstream/state
 install -d -m 0755 /var/lib/jetstream/triggers /etc/jetstream
 

@@ -118,6 +118,7 @@ EXPECTED_SERVICES: dict[str, dict[str, dict[str, tuple[bool, bool]]]] = {
         }
     },
     "common": {},
+    "stream_records": {},
 }
 
 

@@ -1,0 +1,1 @@
+"""Who may log in and as whom: PAM logins, the Principal they yield, login throttling."""

@@ -1,0 +1,1 @@
+"""Where files go and how they are reached: path validation, sandboxes, user-rights file access."""

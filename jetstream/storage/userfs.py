@@ -1,0 +1,613 @@
+"""File access with the authenticated user's rights, strictly beneath a sandbox root.
+
+Acting as the user: the server runs as root, so every operation here runs on a worker
+thread that has switched *its own* kernel credentials to the user's for the duration of the
+call (`user_credentials`): supplementary groups through the raw setgroups syscall (glibc's
+setgroups() would change every thread of the process), then setfsgid, setfsuid, and an empty
+effective capability set (capset is per thread too). setfsuid alone would leave capabilities
+like CAP_SYS_RESOURCE in effect, which lets a write ignore disk quotas and the root reserve.
+setfsuid never reports failure, so the switch is read back and verified before `fn` runs, and
+restored and verified after; a thread that cannot be restored refuses all further work.
+This was chosen over a privilege-dropped helper process per user (file descriptors passed
+back over SCM_RIGHTS): the kernel then checks every access against the user's identity
+exactly as if the user made the call, with no IPC protocol to design and no process per
+user, and fds opened this way stay valid on any thread. The price is discipline, enforced
+in code: credentials switch only on threads that are neither the main thread nor an event
+loop's, and the operations below refuse to run unless the current thread acts as a user.
+umask is per process unless a thread unshares its fs_struct; worker threads do
+(unshare(CLONE_FS)) and run with umask 0 so the explicit modes passed here are exact.
+
+Resolution: a `Location` is a sandbox root plus a validated `RelPath` (no `..`, no `.`,
+see paths.py). The root is opened by its configured path, then every component is opened
+relative to the previous directory fd with O_NOFOLLOW|O_DIRECTORY, and each operation acts
+on the final name relative to its parent's fd with *at() calls that do not follow links. A
+symlink anywhere in the path is refused (PathEscape), and there is no window between check
+and use in which swapping a directory for a link changes where the operation lands: the fds
+pin what was checked. openat2(RESOLVE_BENEATH) would do the same walk in one syscall; with
+`..` refused by the parser it adds nothing but speed. The unconfined root `/` (no sandbox)
+follows links in directory components, since nothing lies outside it; the user's rights are
+then the only limit, as they are for everything here.
+
+Errors are translated into jetstream.errors with the escaped, sandbox-relative path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import functools
+import io
+import logging
+import os
+import platform
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from stat import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG
+from typing import ParamSpec, Protocol, TypeVar, runtime_checkable
+
+from jetstream.auth.principal import Principal
+from jetstream.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    JetstreamError,
+    NotFound,
+    PathEscape,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+from jetstream.storage.paths import MAX_NAME_BYTES, printable
+from jetstream.storage.sandbox import Location, SandboxRoot
+
+DEFAULT_FILE_MODE = 0o644
+DEFAULT_DIR_MODE = 0o755
+"""What umask 022 would give; pass other modes to the operations to configure it. Only the
+permission bits 0o777 are ever applied: setuid/setgid/sticky never come from the network."""
+
+log = logging.getLogger("jetstream.storage")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+for _setfsid in (_libc.setfsuid, _libc.setfsgid):
+    _setfsid.argtypes, _setfsid.restype = [ctypes.c_uint32], ctypes.c_uint32
+_SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159}.get(platform.machine())
+_CLONE_FS = 0x200
+_RENAME_NOREPLACE = 1
+_CAP_VERSION_3 = 0x20080522
+_NO_ID = 0xFFFFFFFF  # an invalid id: setfsuid/setfsgid then only report the current one
+_WALK = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+_CapSet = _CapData * 2
+
+
+@dataclass(frozen=True)
+class _Creds:
+    fsuid: int
+    fsgid: int
+    groups: frozenset[int]
+    caps: tuple[int, ...]
+    """(effective, permitted, inheritable) of both 32-bit capability words."""
+
+
+class _ThreadState(threading.local):
+    unshared = False
+    broken = False
+    principal: Principal | None = None
+
+
+_state = _ThreadState()
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise Unavailable(f"cannot switch file credentials: {what}: {os.strerror(code)}")
+
+
+def _read_creds() -> _Creds:
+    caps = _CapSet()
+    _check(_libc.capget(ctypes.byref(_CapHeader(_CAP_VERSION_3, 0)), caps), "capget")
+    return _Creds(
+        fsuid=_libc.setfsuid(_NO_ID),
+        fsgid=_libc.setfsgid(_NO_ID),
+        groups=frozenset(os.getgroups()),
+        caps=tuple(v for c in caps for v in (c.effective, c.permitted, c.inheritable)),
+    )
+
+
+def _write_creds(creds: _Creds) -> None:
+    """Make this thread's credentials `creds`; groups and ids before dropping capabilities,
+    capabilities back before ids and groups, as each step needs CAP_SETUID/CAP_SETGID."""
+    caps = _CapSet()
+    for word, index in zip(caps, (0, 3), strict=True):
+        word.effective, word.permitted, word.inheritable = creds.caps[index : index + 3]
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    dropping = creds.caps[0] == creds.caps[3] == 0
+    if not dropping:
+        _check(_libc.capset(ctypes.byref(header), caps), "capset")
+    groups = (ctypes.c_uint32 * len(creds.groups))(*sorted(creds.groups))
+    _check(_libc.syscall(_SYS_SETGROUPS, len(creds.groups), groups), "setgroups")
+    _libc.setfsgid(creds.fsgid)
+    _libc.setfsuid(creds.fsuid)
+    if dropping:
+        _check(_libc.capset(ctypes.byref(header), caps), "capset")
+    if _read_creds() != creds:
+        raise Unavailable("cannot switch file credentials: the kernel did not apply them")
+
+
+@contextmanager
+def user_credentials(principal: Principal) -> Iterator[None]:
+    """Run the block with `principal`'s file-system identity, on this thread only.
+
+    Only on a dedicated worker thread: never the main thread or an event loop's thread.
+    """
+    if _state.broken:
+        raise Unavailable("this worker thread could not restore its credentials earlier")
+    if _state.principal is not None:
+        raise RuntimeError("this thread is already acting as a user")
+    if threading.current_thread() is threading.main_thread() or _in_event_loop():
+        raise RuntimeError("switch credentials on a worker thread, not the main or loop thread")
+    if _SYS_SETGROUPS is None:
+        raise Unavailable(f"acting as a user is not supported on {platform.machine()}")
+    if not _state.unshared:
+        _check(_libc.unshare(_CLONE_FS), "unshare(CLONE_FS)")
+        _state.unshared = True
+    saved = _read_creds()
+    no_effective = tuple(0 if i in (0, 3) else v for i, v in enumerate(saved.caps))
+    wanted = _Creds(principal.uid, principal.gid, frozenset(principal.groups), no_effective)
+    umask = os.umask(0)
+    try:
+        _write_creds(wanted)
+        _state.principal = principal
+        yield
+    finally:
+        _state.principal = None
+        try:
+            _write_creds(saved)
+        except BaseException:
+            _state.broken = True
+            raise
+        os.umask(umask)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _require_user() -> None:
+    if _state.principal is None:
+        raise RuntimeError("file operations must run inside user_credentials() (UserFS.run)")
+
+
+def _as_user(principal: Principal, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    with user_credentials(principal):
+        return fn(*args, **kwargs)
+
+
+@runtime_checkable
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class UserFS:
+    """A small pool of credential-switching threads; `run` is the way in from asyncio.
+
+    Usage: `await userfs.run(principal, userfs_module.mkdir, location, parents=True)`.
+    """
+
+    def __init__(self, *, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="jetstream-userfs")
+
+    async def run(
+        self, principal: Principal, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """`fn(*args, **kwargs)` on a worker thread acting as `principal`.
+
+        If the caller is cancelled while `fn` runs, a file or PartFile it returns is closed
+        (as the user) instead of leaking.
+        """
+        call = functools.partial(_as_user, principal, fn, *args, **kwargs)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(functools.partial(self._close_orphan, principal))
+            raise
+
+    def _close_orphan(self, principal: Principal, future: asyncio.Future[_T]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        result = future.result()
+        if isinstance(result, _Closeable):
+            self._pool.submit(_as_user, principal, result.close).add_done_callback(_log_failure)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _log_failure(future: Future[None]) -> None:
+    if future.exception() is not None:
+        log.warning("cleaning up after a cancelled call failed: %s", future.exception())
+
+
+# Error translation ----------------------------------------------------------------------
+
+_ERRORS: dict[int, tuple[type[JetstreamError], str]] = {
+    errno.ENOENT: (NotFound, "{p}: no such file or directory"),
+    errno.EACCES: (PermissionDenied, "{p}: permission denied"),
+    errno.EPERM: (PermissionDenied, "{p}: operation not permitted"),
+    errno.ELOOP: (PathEscape, "{p}: is a symbolic link, and links are not followed here"),
+    errno.ENOSPC: (ResourceExhausted, "no space left on device writing {p}"),
+    errno.EDQUOT: (ResourceExhausted, "disk quota exceeded writing {p}"),
+    errno.EFBIG: (ResourceExhausted, "{p}: file too large for this file system"),
+    errno.EMFILE: (ResourceExhausted, "{p}: too many open files on the server"),
+    errno.ENFILE: (ResourceExhausted, "{p}: too many open files on the server"),
+    errno.EEXIST: (AlreadyExists, "{p} already exists"),
+    errno.ENOTEMPTY: (FailedPrecondition, "{p}: directory not empty"),
+    errno.ENOTDIR: (FailedPrecondition, "{p}: not a directory"),
+    errno.EISDIR: (FailedPrecondition, "{p} is a directory"),
+    errno.EXDEV: (FailedPrecondition, "{p}: cannot move across file systems"),
+    errno.EROFS: (FailedPrecondition, "{p}: read-only file system"),
+    errno.EBUSY: (FailedPrecondition, "{p}: busy (a mount point?)"),
+    errno.EINVAL: (InvalidArgument, "{p}: invalid operation (a directory into itself?)"),
+    errno.ENAMETOOLONG: (InvalidArgument, "{p}: name too long"),
+    errno.EIO: (Unavailable, "{p}: input/output error"),
+}
+
+
+def translate(err: OSError, path: object) -> JetstreamError:
+    """`err` as the jetstream error a client sees, naming `path` (sandbox-relative)."""
+    shown = printable(str(path))
+    cls, template = _ERRORS.get(err.errno or 0, (JetstreamError, "{p}: {e}"))
+    return cls(template.format(p=shown, e=err.strerror))
+
+
+@contextmanager
+def _errors_for(path: object) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        raise translate(err, path) from err
+
+
+# Resolution -----------------------------------------------------------------------------
+
+
+def _open_dir(root: SandboxRoot, parts: tuple[str, ...], *, create: int | None = None) -> int:
+    """An O_PATH fd of directory `root/parts`, refusing symlinks where the root is confined.
+
+    `create`: make missing directories with this mode (mkdir -p).
+    """
+    with _errors_for(f"sandbox root {root.path}"):
+        fd = os.open(root.path, _WALK)
+    flags = _WALK | (os.O_NOFOLLOW if root.confined else 0)
+    try:
+        for depth, name in enumerate(parts, 1):
+            prefix = "/" + "/".join(parts[:depth])
+            with _errors_for(prefix):
+                try:
+                    child = os.open(name, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    if create is None:
+                        raise
+                    try:
+                        os.mkdir(name, create, dir_fd=fd)
+                    except FileExistsError:
+                        pass  # made concurrently: open it like any other
+                    child = os.open(name, flags, dir_fd=fd)
+                except NotADirectoryError:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if root.confined and S_ISLNK(info.st_mode):
+                        raise OSError(errno.ELOOP, "symbolic link") from None
+                    raise
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def _parent(loc: Location, *, create: int | None = None) -> Iterator[int]:
+    """The parent directory's fd of a location that names an entry (not the root)."""
+    if not loc.path.parts:
+        raise InvalidArgument("this operation needs a name below the sandbox root, not '/'")
+    fd = _open_dir(loc.root, loc.path.parent.parts, create=create)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+# Operations (each runs inside user_credentials) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    """On-disk name; may hold surrogate escapes if it is not valid UTF-8."""
+    kind: str
+    """"file", "directory", "symlink" or "other"."""
+    size: int
+    mode: int
+    """Permission and special bits (mode & 0o7777)."""
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class DirPage:
+    entries: tuple[Entry, ...]
+    next_after: str | None
+    """Pass as `after` to get the next page; None when this page is the last."""
+
+
+def _entry(name: str, info: os.stat_result) -> Entry:
+    mode = info.st_mode
+    if S_ISREG(mode):
+        kind = "file"
+    elif S_ISDIR(mode):
+        kind = "directory"
+    else:
+        kind = "symlink" if S_ISLNK(mode) else "other"
+    return Entry(name, kind, info.st_size, S_IMODE(mode), info.st_mtime_ns)
+
+
+def stat(loc: Location) -> Entry:
+    """The entry at `loc`, not following a final symlink."""
+    _require_user()
+    if not loc.path.parts:
+        fd = _open_dir(loc.root, ())
+        try:
+            return _entry("", os.fstat(fd))
+        finally:
+            os.close(fd)
+    with _parent(loc) as parent, _errors_for(loc):
+        return _entry(loc.path.name, os.stat(loc.path.name, dir_fd=parent, follow_symlinks=False))
+
+
+def list_dir(loc: Location, *, after: str | None = None, limit: int = 1000) -> DirPage:
+    """One page of the directory's entries, sorted by name, starting after `after`.
+
+    Stateless paging: each page rereads the names, so a client can resume at any time.
+    """
+    _require_user()
+    if limit < 1:
+        raise InvalidArgument("a page must hold at least one entry")
+    walked = _open_dir(loc.root, loc.path.parts)
+    try:
+        with _errors_for(loc):
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=walked)
+    finally:
+        os.close(walked)
+    try:
+        with _errors_for(loc):
+            names = sorted(n for n in os.listdir(fd) if after is None or n > after)
+            entries = []
+            for name in names[:limit]:
+                try:
+                    entries.append(_entry(name, os.stat(name, dir_fd=fd, follow_symlinks=False)))
+                except FileNotFoundError:
+                    continue  # removed since it was listed
+    finally:
+        os.close(fd)
+    more = len(names) > limit
+    return DirPage(tuple(entries), names[limit - 1] if more else None)
+
+
+def mkdir(loc: Location, *, parents: bool = False, mode: int = DEFAULT_DIR_MODE) -> None:
+    """Create a directory owned by the user; `parents`: also missing parents, and no error
+    if it exists (mkdir -p)."""
+    _require_user()
+    if parents:
+        os.close(_open_dir(loc.root, loc.path.parts, create=mode & 0o777))
+        return
+    with _parent(loc) as parent, _errors_for(loc):
+        os.mkdir(loc.path.name, mode & 0o777, dir_fd=parent)
+
+
+def remove(loc: Location, *, recursive: bool = False) -> None:
+    """Remove a file, link or empty directory; `recursive`: a whole tree, never following
+    a symlink (a link is removed, not what it points to)."""
+    _require_user()
+    with _parent(loc) as parent, _errors_for(loc):
+        name = loc.path.name
+        if not S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=parent)
+        elif recursive:
+            _remove_tree(parent, name)
+        else:
+            os.rmdir(name, dir_fd=parent)
+
+
+def _remove_tree(parent: int, name: str) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        for child in os.listdir(fd):
+            if S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
+                _remove_tree(fd, child)
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def rename(source: Location, target: Location, *, replace: bool = False) -> None:
+    """Move `source` to `target` (both beneath their sandbox roots); an existing target is
+    an error unless `replace`."""
+    _require_user()
+    with _parent(source) as src, _parent(target) as dst:
+        try:
+            _renameat2(src, source.path.name, dst, target.path.name, replace=replace)
+        except OSError as err:
+            at_target = err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR)
+            raise translate(err, target if at_target else source) from err
+
+
+def _renameat2(src: int, old: str, dst: int, new: str, *, replace: bool) -> None:
+    flags = 0 if replace else _RENAME_NOREPLACE
+    if _libc.renameat2(src, os.fsencode(old), dst, os.fsencode(new), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def open_read(loc: Location) -> io.FileIO:
+    """The regular file at `loc`, opened for reading as the user (a FIFO or device is
+    refused without blocking)."""
+    _require_user()
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if loc.root.confined else 0)
+    with _parent(loc) as parent, _errors_for(loc):
+        fd = os.open(loc.path.name, flags, dir_fd=parent)
+    if not S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FailedPrecondition(f"{printable(str(loc))} is not a regular file")
+    os.set_blocking(fd, True)
+    return io.FileIO(fd, "rb", closefd=True)
+
+
+def create_part(
+    loc: Location,
+    *,
+    overwrite: bool = False,
+    parents: bool = False,
+    mode: int = DEFAULT_FILE_MODE,
+    dir_mode: int = DEFAULT_DIR_MODE,
+) -> PartFile:
+    """Start receiving the file `loc`: a hidden temporary file in its directory, mode 0600
+    until `commit` gives it `mode` and its name. Fails early if `loc` exists and not
+    `overwrite` (commit checks again, atomically). `parents`: create missing directories."""
+    _require_user()
+    with _parent(loc, create=dir_mode & 0o777 if parents else None) as parent:
+        with _errors_for(loc):
+            if not overwrite:
+                try:
+                    os.stat(loc.path.name, dir_fd=parent, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+                else:
+                    raise FileExistsError(errno.EEXIST, "exists")
+            temp = _part_name(loc.path.name)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o600, dir_fd=parent)
+        return PartFile(loc, os.dup(parent), fd, temp, mode & 0o777, overwrite)
+
+
+def _part_name(name: str) -> str:
+    suffix = f".jetstream-{secrets.token_hex(8)}.part"
+    stem = name.encode()[: MAX_NAME_BYTES - 1 - len(suffix)].decode(errors="ignore")
+    return f".{stem}{suffix}"
+
+
+class PartFile:
+    """A file being received under a temporary name in its final directory.
+
+    The directory fd is held from `create_part` to `commit`, so the file lands where it was
+    checked even if a directory on the path is renamed or replaced by a link meanwhile.
+    Every method runs as the user (UserFS.run or user_credentials): writes as root would
+    bypass the user's disk quota. `fd` is public for zero-copy writers on such a thread.
+    Holds two fds until `commit` or `close` (alias `abort`): always call one of them.
+    """
+
+    def __init__(
+        self, loc: Location, dir_fd: int, fd: int, temp_name: str, mode: int, overwrite: bool
+    ) -> None:
+        self.location = loc
+        self.fd = fd
+        self.temp_name = temp_name
+        self._dir_fd = dir_fd
+        self._mode = mode
+        self._overwrite = overwrite
+        self._open = True
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        """Write all of `data` at `offset` (ENOSPC -> ResourceExhausted naming the file)."""
+        self._check_open()
+        view = memoryview(data)
+        with _errors_for(self.location):
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+
+    def commit(self, *, mtime_ns: int | None = None) -> None:
+        """fsync, set mode (and mtime), then rename into place atomically; without
+        `overwrite`, an existing file at the final name is never replaced (AlreadyExists)."""
+        self._check_open()
+        with _errors_for(self.location):
+            os.fchmod(self.fd, self._mode)
+            if mtime_ns is not None:
+                os.utime(self.fd, ns=(mtime_ns, mtime_ns))
+            os.fsync(self.fd)
+            _renameat2(
+                self._dir_fd,
+                self.temp_name,
+                self._dir_fd,
+                self.location.path.name,
+                replace=self._overwrite,
+            )
+            _fsync_dir(self._dir_fd)
+        self._release()
+
+    def close(self) -> None:
+        """Abort: remove the temporary file. Does nothing after commit; safe to repeat."""
+        if not self._open:
+            return
+        _require_user()
+        try:
+            with _errors_for(self.location):
+                os.unlink(self.temp_name, dir_fd=self._dir_fd)
+        except NotFound:
+            pass
+        finally:
+            self._release()
+
+    abort = close
+
+    def _check_open(self) -> None:
+        _require_user()
+        if not self._open:
+            raise FailedPrecondition(
+                f"{printable(str(self.location))} was already committed or aborted"
+            )
+
+    def _release(self) -> None:
+        self._open = False
+        os.close(self.fd)
+        os.close(self._dir_fd)
+
+
+def _fsync_dir(dir_fd: int) -> None:
+    """Make a rename durable; skipped where the user may not read the directory."""
+    try:
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except PermissionError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
