@@ -17,6 +17,7 @@ for pair in python3:python3 gcc:gcc ip:iproute2 ping:iputils-ping iperf3:iperf3 
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+[[ -e /usr/include/stdio.h ]] || need+=(libc6-dev)
 ldconfig -p | grep -q "libpam.so.0 " || need+=(libpam0g)
 if ((${#need[@]})); then
     apt-get update -qq
