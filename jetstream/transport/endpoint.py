@@ -1,0 +1,324 @@
+"""The asyncio driver: real UDP sockets under sans-IO data-channel connections.
+
+One `DataEndpoint` owns one UDP socket and any number of connections on it: the server's
+receive port (connections arrive with a ticket the control API issued) or the outgoing
+port of a destination (connections we start). For every connection the driver follows the
+core's contract (jetstream/datachannel/connection.py): feed datagrams with `loop.time()`,
+drain events, send what the core returns, re-arm one timer.
+
+Efficiency is per packet: datagrams are read in batches (GRO where offered) and each touched
+connection is pumped once per batch, not once per datagram; sends go out as GSO batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jetstream.datachannel import wire
+from jetstream.datachannel.config import DataChannelConfig
+from jetstream.datachannel.connection import Connection
+from jetstream.datachannel.events import ConnectionTerminated, Event, HandshakeCompleted
+from jetstream.datachannel.handshake import Role, SessionTicket
+from jetstream.datachannel.stats import ConnectionStats
+from jetstream.errors import JetstreamError, Unavailable
+from jetstream.transport.udpio import BatchSocket
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+EventHandler = Callable[[Event], None]
+RECEIVE_BATCH = 512
+
+
+class LinkClosed(Unavailable):
+    """The data channel ended before the application finished with it."""
+
+
+class DataLink:
+    """One connection as the application sees it: streams in, streams out, flow control.
+
+    Events are delivered synchronously to `on_event` (set it before data can arrive), which
+    keeps per-packet cost to one function call.
+    """
+
+    def __init__(self, endpoint: DataEndpoint, connection: Connection) -> None:
+        self._endpoint = endpoint
+        self.connection = connection
+        self.on_event: EventHandler = _ignore
+        self.established: asyncio.Future[None] = endpoint.loop.create_future()
+        self.terminated: asyncio.Future[ConnectionTerminated] = endpoint.loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._flush_scheduled = False
+        self._space_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    # --- application side ----------------------------------------------------------------------
+
+    def send(self, stream_id: int, data: bytes | memoryview, *, offset: int | None = None,
+             end_stream: bool = False) -> None:
+        """Queue stream data (the core keeps a reference, no copy); it goes out soon."""
+        self.connection.send_stream_data(stream_id, data, offset=offset, end_stream=end_stream)
+        self._schedule_flush()
+
+    async def wait_for_space(self, nbytes: int) -> None:
+        """Return once the core will take `nbytes` more without overfilling its buffers."""
+        if self.connection.send_buffer_space() >= nbytes:
+            return
+        self._raise_if_closed()
+        waiter = self._endpoint.loop.create_future()
+        self._space_waiters.append((nbytes, waiter))
+        await waiter
+
+    def consumed(self, nbytes: int) -> None:
+        """Received bytes were written: give the peer that much flow-control credit back."""
+        self.connection.data_consumed(nbytes)
+        self._schedule_flush()
+
+    def statistics(self) -> ConnectionStats:
+        return self.connection.statistics()
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        self.connection.close(error_code, reason)
+        self.pump()
+
+    async def wait_closed(self) -> ConnectionTerminated:
+        return await asyncio.shield(self.terminated)
+
+    # --- driver side ---------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Drain events, send what is due, re-arm the timer: after every input."""
+        self._flush_scheduled = False
+        connection = self.connection
+        endpoint = self._endpoint
+        while (event := connection.next_event()) is not None:
+            if isinstance(event, HandshakeCompleted) and not self.established.done():
+                self.established.set_result(None)
+            elif isinstance(event, ConnectionTerminated):
+                self._on_terminated(event)
+            self.on_event(event)
+        now = endpoint.loop.time()
+        while True:
+            datagrams = connection.datagrams_to_send(now)
+            if not datagrams:
+                break
+            endpoint.transmit(datagrams)
+            if len(datagrams) < connection.config.max_batch:
+                break
+        self._wake_writers()
+        self._arm_timer()
+        if connection.is_closed:
+            endpoint.forget(self)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.connection.handle_timer(self._endpoint.loop.time())
+        self.pump()
+
+    def _arm_timer(self) -> None:
+        deadline = self.connection.get_timer()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = self._endpoint.loop.call_at(deadline, self._on_timer)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._endpoint.loop.call_soon(self.pump)
+
+    def _wake_writers(self) -> None:
+        waiters = self._space_waiters
+        if not waiters:
+            return
+        space = self.connection.send_buffer_space()
+        while waiters and (waiters[0][1].done() or waiters[0][0] <= space):
+            _nbytes, waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _on_terminated(self, event: ConnectionTerminated) -> None:
+        if not self.terminated.done():
+            self.terminated.set_result(event)
+        why = event.reason or f"code {event.error_code}"
+        error = LinkClosed(f"data channel closed: {why}")
+        if not self.established.done():
+            self.established.set_exception(error)
+            self.established.exception()  # retrieved: an unawaited failure is not an error
+        while self._space_waiters:
+            _n, waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def _raise_if_closed(self) -> None:
+        if self.terminated.done():
+            event = self.terminated.result()
+            raise LinkClosed(f"data channel closed: {event.reason or event.error_code}")
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+@dataclass
+class _Pending:
+    """A ticket the control API issued and the callback for its connection."""
+
+    ticket: SessionTicket
+    on_link: Callable[[DataLink], None]
+    links: list[DataLink] = field(default_factory=list)
+
+
+class DataEndpoint:
+    """One UDP socket and the connections multiplexed on it."""
+
+    def __init__(self, sock: socket.socket, config: DataChannelConfig) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.config = config
+        self.socket = BatchSocket(sock)
+        self._by_cid: dict[bytes, DataLink] = {}
+        self._tickets: dict[bytes, _Pending] = {}
+        self._backlog: deque[tuple[list[bytes], Address]] = deque()
+        self._rng = random.SystemRandom()
+        self._unproven: dict[DataLink, bytes] = {}
+        self.rejected = 0
+        self.loop.add_reader(sock.fileno(), self._on_readable)
+
+    @property
+    def port(self) -> int:
+        return int(self.socket.sock.getsockname()[1])
+
+    def expect(self, ticket: SessionTicket, on_link: Callable[[DataLink], None]) -> None:
+        """Accept connections presenting `ticket` (server role)."""
+        self._tickets[ticket.ticket_id] = _Pending(ticket, on_link)
+
+    def withdraw(self, ticket_id: bytes) -> None:
+        self._tickets.pop(ticket_id, None)
+
+    def connect(self, addr: Address, ticket: SessionTicket,
+                config: DataChannelConfig | None = None) -> DataLink:
+        """Start a connection to `addr` with a ticket from the peer's control API."""
+        connection = Connection(config or self.config, role=Role.CLIENT, ticket=ticket,
+                                rng=self._rng)
+        link = DataLink(self, connection)
+        self._by_cid[connection.local_cid] = link
+        connection.connect(addr, self.loop.time())
+        link.pump()
+        return link
+
+    def transmit(self, datagrams: list[tuple[bytes, wire.Address]]) -> None:
+        addr = datagrams[0][1]
+        payloads = [d for d, a in datagrams if a == addr]
+        if len(payloads) != len(datagrams):  # never happens for one connection's batch
+            for data, target in datagrams:
+                self._send([data], target)  # type: ignore[arg-type]
+            return
+        self._send(payloads, addr)  # type: ignore[arg-type]
+
+    def _send(self, payloads: list[bytes], addr: Address) -> None:
+        if self._backlog:
+            self._backlog.append((payloads, addr))
+            return
+        try:
+            sent = self.socket.send(payloads, addr)
+        except OSError as exc:
+            log.debug("UDP send to %s failed: %s", addr, exc)
+            return
+        if sent < len(payloads):
+            self._backlog.append((payloads[sent:], addr))
+            self.loop.add_writer(self.socket.sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        while self._backlog:
+            payloads, addr = self._backlog[0]
+            try:
+                sent = self.socket.send(payloads, addr)
+            except OSError:
+                sent = len(payloads)
+            if sent < len(payloads):
+                self._backlog[0] = (payloads[sent:], addr)
+                return
+            self._backlog.popleft()
+        self.loop.remove_writer(self.socket.sock.fileno())
+
+    def _on_readable(self) -> None:
+        now = self.loop.time()
+        touched: dict[int, DataLink] = {}
+        for data, addr in self.socket.receive(RECEIVE_BATCH):
+            link = self._route(data, addr)
+            if link is None:
+                self.rejected += 1
+                continue
+            link.connection.receive_datagram(data, addr, now)
+            touched[id(link)] = link
+        for link in touched.values():
+            link.pump()
+            if link in self._unproven and link.connection.authenticated:
+                self._consume_ticket(link)
+
+    def _route(self, data: bytes, addr: Address) -> DataLink | None:
+        try:
+            ticket_id = wire.peek_ticket_id(data)
+            if ticket_id is None:
+                return self._by_cid.get(wire.peek_destination_cid(data))
+        except JetstreamError:
+            return None
+        pending = self._tickets.get(ticket_id)
+        if pending is None:
+            return None
+        for link in pending.links:
+            if link.connection.peer_address == addr:
+                return link
+        if len(pending.links) >= 4:  # unauthenticated attempts per ticket: bounded state
+            return None
+        connection = Connection(self.config, role=Role.SERVER, ticket=pending.ticket,
+                                rng=self._rng)
+        link = DataLink(self, connection)
+        pending.links.append(link)
+        self._unproven[link] = ticket_id
+        self._by_cid[connection.local_cid] = link
+        return link
+
+    def _consume_ticket(self, link: DataLink) -> None:
+        """A ticket is spent once a connection proves it holds the secret (server role)."""
+        pending = self._tickets.pop(self._unproven.pop(link), None)
+        if pending is None:
+            return
+        for other in pending.links:
+            if other is not link:
+                self.forget(other)
+        pending.on_link(link)
+
+    def forget(self, link: DataLink) -> None:
+        link.cancel_timer()
+        self._unproven.pop(link, None)
+        if self._by_cid.get(link.connection.local_cid) is link:
+            del self._by_cid[link.connection.local_cid]
+
+    def close(self) -> None:
+        for link in list(self._by_cid.values()):
+            link.connection.close(0, "endpoint closing")
+            link.pump()
+            self.forget(link)
+        self.loop.remove_reader(self.socket.sock.fileno())
+        if self._backlog:
+            self.loop.remove_writer(self.socket.sock.fileno())
+        self.socket.close()
+
+
+def _ignore(event: Event) -> None:
+    del event
+
+
+def random_ticket() -> SessionTicket:
+    return SessionTicket.generate(os.urandom)
