@@ -19,6 +19,7 @@ from jetstream import __version__
 from jetstream.api.server import ApiServer, ApiServices, build_api_server
 from jetstream.auth.sessions import SessionStore
 from jetstream.config import ServerConfig, is_loopback
+from jetstream.datachannel.config import DataChannelConfig
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
@@ -32,6 +33,12 @@ from jetstream.state.identity import load_identity
 from jetstream.storage.sandbox import SandboxRules
 from jetstream.storage.userfs import UserFS
 from jetstream.tls import TlsIdentity, load_tls_identity
+from jetstream.transfers.incoming import IncomingStore
+from jetstream.transfers.peer import ReceiveService
+from jetstream.transfers.sender import PushJob, SenderContext
+from jetstream.transfers.service import TransferService
+from jetstream.transfers.store import TransferStore
+from jetstream.transport.endpoint import DataEndpoint
 from jetstream.transport.sockets import bind_udp
 
 log = logging.getLogger("jetstream.server")
@@ -48,6 +55,9 @@ class Server:
     metrics: Metrics | None
     files: UserFS
     manifests: ManifestService
+    transfers: TransferService
+    receive: ReceiveService
+    receive_endpoint: DataEndpoint
     udp_sockets: list[socket.socket] = field(default_factory=list)
 
     @property
@@ -56,6 +66,9 @@ class Server:
 
     async def stop(self) -> None:
         await self.api.stop(self.config.shutdown_grace)
+        await self.transfers.stop()
+        await self.receive.close()
+        self.receive_endpoint.close()
         await self.manifests.close()
         self.files.close()
         for sock in self.udp_sockets:
@@ -95,21 +108,32 @@ async def start_server(
             api_tokens_enabled=not config.api_disable_api_tokens,
         )
         files = UserFS()
-        manifests = ManifestService(db, files, Sandboxes(SandboxRules(config.sandbox_dir)))
+        sandboxes = Sandboxes(SandboxRules(config.sandbox_dir), db=db, events=events)
+        manifests = ManifestService(db, files, sandboxes)
         manifests.recover()
+        destinations = DestinationService(
+            db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers
+        )
+        receive_endpoint = DataEndpoint(udp_sockets[0], DataChannelConfig())
+        receive = ReceiveService(IncomingStore(db), files, sandboxes, receive_endpoint)
+        transfers = TransferService(TransferStore(db), destinations, manifests, events)
+        sender = SenderContext(destinations, manifests, files, sandboxes,
+                               identity.server_uid, info.friendly_name)
+        transfers.start(lambda transfer, report: PushJob(transfer, report, sender))
         services = ApiServices(
             info=info,
             auth=auth,
-            destinations=DestinationService(
-                db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers
-            ),
+            destinations=destinations,
             manifests=manifests,
+            transfers=transfers,
+            receive=receive,
         )
         api = await build_api_server(config, services, tls=tls, metrics=metrics)
     except BaseException:
         db.close()
         raise
-    server = Server(config, db, events, api, metrics, files, manifests, udp_sockets)
+    server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
+                    receive_endpoint, udp_sockets)
     metrics_port = None
     if metrics is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -22,7 +26,28 @@ from jetstream.services.manifests import (
 )
 from jetstream.services.manifests import Mapping as ManifestMapping
 from jetstream.services.server_info import ServerInfoService
-from jetstream.v1 import auth_pb2, common_pb2, destinations_pb2, manifests_pb2, server_pb2
+from jetstream.transfers.hashing import HashAlgorithm
+from jetstream.transfers.incoming import Incoming
+from jetstream.transfers.model import (
+    Direction,
+    Failure,
+    Overwrite,
+    Progress,
+    RateLimits,
+    RatePolicy,
+    Transfer,
+    TransferOptions,
+    TransferState,
+)
+from jetstream.v1 import (
+    auth_pb2,
+    common_pb2,
+    destinations_pb2,
+    manifests_pb2,
+    peer_pb2,
+    server_pb2,
+    transfers_pb2,
+)
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -253,3 +278,183 @@ def manifest_file(entry: ManifestEntry, root_prefix: str) -> manifests_pb2.Manif
         modify_time=timestamp(entry.mtime_ns / 1e9),
         symlink_target=entry.symlink_target,
     )
+
+
+TRANSFER_PREFIX = "transfers/"
+INCOMING_PREFIX = "incomingTransfers/"
+_TRANSFER_STATES = {
+    TransferState.QUEUED: common_pb2.TRANSFER_STATE_QUEUED,
+    TransferState.RUNNING: common_pb2.TRANSFER_STATE_RUNNING,
+    TransferState.PAUSED: common_pb2.TRANSFER_STATE_PAUSED,
+    TransferState.COMPLETED: common_pb2.TRANSFER_STATE_COMPLETED,
+    TransferState.FAILED: common_pb2.TRANSFER_STATE_FAILED,
+    TransferState.CANCELLED: common_pb2.TRANSFER_STATE_CANCELLED,
+}
+_STATE_FROM_WIRE = {wire: state for state, wire in _TRANSFER_STATES.items()}
+_DIRECTIONS = {Direction.PUSH: common_pb2.TRANSFER_DIRECTION_PUSH,
+               Direction.PULL: common_pb2.TRANSFER_DIRECTION_PULL}
+_OVERWRITES = {Overwrite.NEVER: common_pb2.OVERWRITE_POLICY_NEVER,
+               Overwrite.ALWAYS: common_pb2.OVERWRITE_POLICY_ALWAYS,
+               Overwrite.IF_DIFFERENT: common_pb2.OVERWRITE_POLICY_IF_DIFFERENT,
+               Overwrite.RESUME: common_pb2.OVERWRITE_POLICY_RESUME}
+_HASHES = {HashAlgorithm.BLAKE3: common_pb2.HASH_ALGORITHM_BLAKE3,
+           HashAlgorithm.SHA256: common_pb2.HASH_ALGORITHM_SHA256}
+_POLICIES = {RatePolicy.FAIR: common_pb2.RATE_POLICY_FAIR,
+             RatePolicy.FIXED: common_pb2.RATE_POLICY_FIXED,
+             RatePolicy.LOW_PRIORITY: common_pb2.RATE_POLICY_LOW_PRIORITY}
+
+
+def _from_wire(table: Mapping[Any, int], value: int, default: Any) -> Any:
+    if value == 0:
+        return default
+    for domain, wire in table.items():
+        if wire == value:
+            return domain
+    raise InvalidArgument(f"unknown enum value {value}")
+
+
+def transfer_states(values: Iterable[int]) -> list[TransferState]:
+    return [_from_wire(_TRANSFER_STATES, v, None) for v in values if v]
+
+
+def direction(value: int) -> Direction | None:
+    return _from_wire(_DIRECTIONS, value, None)  # type: ignore[no-any-return]
+
+
+def duration_seconds(value: Duration) -> float:
+    return value.ToNanoseconds() / 1e9
+
+
+def duration(seconds: float) -> Duration:
+    result = Duration()
+    result.FromNanoseconds(int(seconds * 1e9))
+    return result
+
+
+def rate_limits(message: common_pb2.RateLimit) -> RateLimits:
+    return RateLimits(
+        min_bps=message.min_bps,
+        target_bps=message.target_bps,
+        max_bps=message.max_bps,
+        policy=_from_wire(_POLICIES, message.policy, RatePolicy.FAIR),
+    )
+
+
+def transfer_options(message: transfers_pb2.Transfer) -> TransferOptions:
+    interval = duration_seconds(message.checkpoint_interval) or TransferOptions.checkpoint_interval
+    return TransferOptions(
+        checkpoint_interval=interval,
+        rate=rate_limits(message.rate_limit),
+        overwrite=_from_wire(_OVERWRITES, message.overwrite_policy, Overwrite.RESUME),
+        hash_algorithm=_from_wire(_HASHES, message.hash_algorithm, HashAlgorithm.BLAKE3),
+    )
+
+
+def transfer_options_from_peer(message: peer_pb2.OpenReceiveSessionRequest) -> TransferOptions:
+    interval = duration_seconds(message.checkpoint_interval) or TransferOptions.checkpoint_interval
+    return TransferOptions(
+        checkpoint_interval=interval,
+        overwrite=_from_wire(_OVERWRITES, message.overwrite_policy, Overwrite.RESUME),
+        hash_algorithm=_from_wire(_HASHES, message.hash_algorithm, HashAlgorithm.BLAKE3),
+    )
+
+
+def error_detail(failure: Failure) -> common_pb2.ErrorDetail:
+    return common_pb2.ErrorDetail(reason=failure.reason, message=failure.message,
+                                  path=failure.path)
+
+
+def progress(p: Progress, *, now: float) -> transfers_pb2.TransferProgress:
+    remaining = max(p.bytes_total - p.bytes_done, 0)
+    message = transfers_pb2.TransferProgress(
+        bytes_total=p.bytes_total,
+        bytes_done=p.bytes_done,
+        files_total=p.files_total,
+        files_done=p.files_done,
+        files_failed=p.files_failed,
+        files_skipped=p.files_skipped,
+        rate_bps=int(p.rate_bps),
+        rtt=duration(p.rtt),
+        loss_ratio=p.loss_ratio,
+        bytes_retransmitted=p.bytes_retransmitted,
+        bytes_sent_on_wire=p.bytes_on_wire,
+        current_path=p.current_path,
+        snapshot_time=timestamp(now),
+    )
+    if p.rate_bps > 0:
+        message.eta.CopyFrom(duration(remaining * 8 / p.rate_bps))
+    return message
+
+
+def transfer(t: Transfer, *, now: float) -> transfers_pb2.Transfer:
+    message = transfers_pb2.Transfer(
+        name=TRANSFER_PREFIX + t.id,
+        destination=DESTINATION_PREFIX + t.destination_id,
+        direction=_DIRECTIONS[t.direction],
+        manifest=MANIFEST_PREFIX + t.manifest_id,
+        destination_path=t.destination_path,
+        priority=t.priority,
+        checkpoint_interval=duration(t.options.checkpoint_interval),
+        rate_limit=common_pb2.RateLimit(min_bps=t.options.rate.min_bps,
+                                        target_bps=t.options.rate.target_bps,
+                                        max_bps=t.options.rate.max_bps,
+                                        policy=_POLICIES[t.options.rate.policy]),
+        overwrite_policy=_OVERWRITES[t.options.overwrite],
+        hash_algorithm=_HASHES[t.options.hash_algorithm],
+        state=_TRANSFER_STATES[t.state],
+        status_message=t.status_message,
+        progress=progress(t.progress, now=now),
+        labels=t.labels,
+        owner=t.owner,
+        create_time=timestamp(t.created_at),
+        update_time=timestamp(t.updated_at or t.created_at),
+        attempt_count=t.attempt_count,
+    )
+    if t.error is not None:
+        message.error.CopyFrom(error_detail(t.error))
+    if t.started_at:
+        message.start_time.CopyFrom(timestamp(t.started_at))
+    if t.ended_at:
+        message.end_time.CopyFrom(timestamp(t.ended_at))
+    return message
+
+
+def incoming(i: Incoming, *, now: float) -> transfers_pb2.IncomingTransfer:
+    message = transfers_pb2.IncomingTransfer(
+        name=INCOMING_PREFIX + i.id,
+        source="sources/" + i.source_uid,
+        sender_transfer=i.sender_transfer,
+        source_address=i.source_address,
+        destination_path=i.destination_path,
+        state=_TRANSFER_STATES[i.state],
+        progress=progress(i.progress, now=now),
+        overwrite_policy=_OVERWRITES[i.options.overwrite],
+        hash_algorithm=_HASHES[i.options.hash_algorithm],
+        owner=i.owner,
+        create_time=timestamp(i.created_at),
+    )
+    if i.error is not None:
+        message.error.CopyFrom(error_detail(i.error))
+    if i.last_receive_at:
+        message.last_receive_time.CopyFrom(timestamp(i.last_receive_at))
+    if i.ended_at:
+        message.end_time.CopyFrom(timestamp(i.ended_at))
+    return message
+
+
+_SESSION_OUTCOMES = {
+    peer_pb2.SESSION_OUTCOME_COMPLETED: TransferState.COMPLETED,
+    peer_pb2.SESSION_OUTCOME_PAUSED: TransferState.PAUSED,
+    peer_pb2.SESSION_OUTCOME_FAILED: TransferState.FAILED,
+    peer_pb2.SESSION_OUTCOME_CANCELLED: TransferState.CANCELLED,
+}
+
+
+def session_outcome(value: int) -> TransferState:
+    if value not in _SESSION_OUTCOMES:
+        raise InvalidArgument("outcome must be COMPLETED, PAUSED, FAILED or CANCELLED")
+    return _SESSION_OUTCOMES[value]
+
+
+def transfer_state(state: TransferState) -> int:
+    return _TRANSFER_STATES[state]

@@ -13,7 +13,9 @@ from jetstream.api.interceptors import CallInterceptor
 from jetstream.api.servicers.auth import AuthServicer
 from jetstream.api.servicers.destinations import DestinationServicer
 from jetstream.api.servicers.manifests import ManifestServicer
+from jetstream.api.servicers.peer import PeerServicer
 from jetstream.api.servicers.server import ServerServicer
+from jetstream.api.servicers.transfers import TransferServicer
 from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
@@ -21,6 +23,8 @@ from jetstream.services.destinations import DestinationService
 from jetstream.services.manifests import ManifestService
 from jetstream.services.server_info import ServerInfoService
 from jetstream.tls import TlsIdentity
+from jetstream.transfers.peer import ReceiveService
+from jetstream.transfers.service import TransferService
 from jetstream.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -28,8 +32,12 @@ from jetstream.v1 import (
     destinations_pb2_grpc,
     manifests_pb2,
     manifests_pb2_grpc,
+    peer_pb2,
+    peer_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
+    transfers_pb2,
+    transfers_pb2_grpc,
 )
 
 #: Callable without credentials: what a client needs before it can log in.
@@ -49,6 +57,8 @@ class ApiServices:
     auth: AuthService
     destinations: DestinationService
     manifests: ManifestService
+    transfers: TransferService
+    receive: ReceiveService
 
 
 @dataclass
@@ -85,6 +95,10 @@ async def build_api_server(
     manifests_pb2_grpc.add_ManifestServiceServicer_to_server(
         ManifestServicer(services.manifests), server
     )
+    transfers_pb2_grpc.add_TransferServiceServicer_to_server(
+        TransferServicer(services.transfers, services.receive), server
+    )
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(services.receive), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -93,6 +107,8 @@ async def build_api_server(
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
         destinations_pb2.DESCRIPTOR.services_by_name["DestinationService"].full_name,
         manifests_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
+        transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
+        peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
     ]
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -166,6 +166,10 @@ class DestinationService:
             last_contact_at=self._clock(),
         )
 
+    def peek(self, destination_id: str) -> Destination | None:
+        """The destination whoever owns it (for the transfer engine, not for callers)."""
+        return self._find(destination_id)
+
     def get(self, caller: Caller, destination_id: str) -> Destination:
         destination = self._find(destination_id)
         if destination is None or not caller.can_see(destination.owner):

@@ -144,6 +144,9 @@ class ManifestService:
         if not ID_PATTERN.fullmatch(manifest_id):
             raise InvalidArgument("manifest_id must match [a-z0-9][a-z0-9-]{0,62}")
         _check_spec(spec)
+        view = self._sandboxes.view_for(caller)
+        for mapping in spec.mappings:  # the token's limits, before anything is created
+            view.check(parse_path(mapping.source_path, what="source_path"), write=False)
         if self._find(manifest_id) is not None:
             raise AlreadyExists(f"manifests/{manifest_id} exists already")
         manifest = Manifest(manifest_id, caller.username, spec, labels=labels,
@@ -165,6 +168,10 @@ class ManifestService:
             " WHERE state = 'pending'",
             ("the server restarted while scanning; create the manifest again", self._clock()),
         )
+
+    def peek(self, manifest_id: str) -> Manifest | None:
+        """The manifest whoever owns it (for the transfer scheduler, not for callers)."""
+        return self._find(manifest_id)
 
     def get(self, caller: Caller, manifest_id: str) -> Manifest:
         manifest = self._find(manifest_id)
@@ -287,7 +294,9 @@ class ManifestService:
         principal = caller.principal
         seq = 0
         for mapping in spec.mappings:
-            source = self._sandboxes.locate(principal, mapping.source_path, what="source_path")
+            source = await self._sandboxes.locate_for(
+                caller, mapping.source_path, write=False, what="source_path"
+            )
             top = await self._files.run(principal, userfs.stat, source)
             dest = _destination(mapping, source)
             if top.kind == "file":

@@ -105,6 +105,84 @@ MIGRATIONS: tuple[str, ...] = (
     ) STRICT, WITHOUT ROWID;
     CREATE UNIQUE INDEX manifest_entries_by_dest ON manifest_entries (manifest_id, dest_path);
     """,
+    """
+    CREATE TABLE transfers (
+        id                  TEXT PRIMARY KEY,
+        owner               TEXT NOT NULL,
+        direction           TEXT NOT NULL CHECK (direction IN ('push', 'pull')),
+        destination_id      TEXT NOT NULL,
+        manifest_id         TEXT NOT NULL,
+        destination_path    TEXT NOT NULL,
+        priority            INTEGER NOT NULL,
+        options             TEXT NOT NULL,
+        state               TEXT NOT NULL,
+        status_message      TEXT NOT NULL DEFAULT '',
+        error_reason        TEXT NOT NULL DEFAULT '',
+        error_message       TEXT NOT NULL DEFAULT '',
+        error_path          TEXT NOT NULL DEFAULT '',
+        labels              TEXT NOT NULL DEFAULT '{}',
+        bytes_total         INTEGER NOT NULL DEFAULT 0,
+        bytes_done          INTEGER NOT NULL DEFAULT 0,
+        files_total         INTEGER NOT NULL DEFAULT 0,
+        files_done          INTEGER NOT NULL DEFAULT 0,
+        files_failed        INTEGER NOT NULL DEFAULT 0,
+        files_skipped       INTEGER NOT NULL DEFAULT 0,
+        bytes_retransmitted INTEGER NOT NULL DEFAULT 0,
+        bytes_on_wire       INTEGER NOT NULL DEFAULT 0,
+        attempt_count       INTEGER NOT NULL DEFAULT 0,
+        created_at          REAL NOT NULL,
+        started_at          REAL NOT NULL DEFAULT 0,
+        ended_at            REAL NOT NULL DEFAULT 0,
+        updated_at          REAL NOT NULL
+    ) STRICT;
+    CREATE INDEX transfers_by_owner ON transfers (owner, created_at);
+    CREATE INDEX transfers_by_state ON transfers (state, destination_id, priority, created_at);
+    CREATE TABLE transfer_files (
+        transfer_id TEXT NOT NULL REFERENCES transfers (id) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        bytes_done  INTEGER NOT NULL DEFAULT 0,
+        digest      BLOB NOT NULL DEFAULT x'',
+        error       TEXT NOT NULL DEFAULT '',
+        ended_at    REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (transfer_id, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE incoming (
+        id               TEXT PRIMARY KEY,
+        owner            TEXT NOT NULL,
+        source_uid       TEXT NOT NULL,
+        source_name      TEXT NOT NULL,
+        sender_transfer  TEXT NOT NULL,
+        source_address   TEXT NOT NULL DEFAULT '',
+        destination_root TEXT NOT NULL,
+        destination_path TEXT NOT NULL,
+        options          TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        error_reason     TEXT NOT NULL DEFAULT '',
+        error_message    TEXT NOT NULL DEFAULT '',
+        bytes_total      INTEGER NOT NULL DEFAULT 0,
+        bytes_done       INTEGER NOT NULL DEFAULT 0,
+        files_total      INTEGER NOT NULL DEFAULT 0,
+        files_done       INTEGER NOT NULL DEFAULT 0,
+        files_failed     INTEGER NOT NULL DEFAULT 0,
+        files_skipped    INTEGER NOT NULL DEFAULT 0,
+        created_at       REAL NOT NULL,
+        last_receive_at  REAL NOT NULL DEFAULT 0,
+        ended_at         REAL NOT NULL DEFAULT 0,
+        UNIQUE (source_uid, sender_transfer)
+    ) STRICT;
+    CREATE INDEX incoming_by_owner ON incoming (owner, created_at);
+    CREATE TABLE incoming_files (
+        incoming_id TEXT NOT NULL REFERENCES incoming (id) ON DELETE CASCADE,
+        path        TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        temp_name   TEXT NOT NULL DEFAULT '',
+        ranges      TEXT NOT NULL DEFAULT '[]',
+        state       TEXT NOT NULL,
+        PRIMARY KEY (incoming_id, path)
+    ) STRICT, WITHOUT ROWID;
+    """,
 )
 
 
@@ -196,6 +274,10 @@ class Database:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, make))
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        """Store `value` under `key`, replacing what was there (one transaction)."""
+        self.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,92 @@
+"""What the receiver does to the file system, each step run as the receiving user.
+
+Every function here runs on a UserFS worker thread (through `UserFS.run`), so the kernel
+checks each access against the user's own rights and what is created belongs to the user.
+A file is written under a temporary name beside its final one and renamed into place only
+after its digest matched the sender's: nothing that looks complete is ever partial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jetstream.errors import AlreadyExists, NotFound
+from jetstream.storage import userfs
+from jetstream.storage.sandbox import Location
+from jetstream.transfers.hashing import HashAlgorithm, file_digest, new_hasher
+from jetstream.transfers.model import Overwrite
+
+DIR_MODE_MASK = 0o777
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one file goes and what it should look like."""
+
+    location: Location
+    size: int
+    mode: int
+    mtime_ns: int
+
+
+def existing_is_current(target: Target, overwrite: Overwrite) -> bool:
+    """Whether the final file may stay as it is (the file is then skipped)."""
+    try:
+        present = userfs.stat(target.location)
+    except NotFound:
+        return False
+    if overwrite is Overwrite.NEVER:
+        return True
+    if overwrite is Overwrite.ALWAYS:
+        return False
+    return (present.kind == "file" and present.size == target.size
+            and present.mtime_ns == target.mtime_ns)
+
+
+def open_part(target: Target, overwrite: Overwrite) -> userfs.PartFile | None:
+    """A temporary file for `target`, or None if the policy keeps the existing file."""
+    if existing_is_current(target, overwrite):
+        return None
+    return userfs.create_part(target.location, overwrite=overwrite is not Overwrite.NEVER,
+                              parents=True, mode=target.mode)
+
+
+def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, bytes]]) -> None:
+    for offset, data in pieces:
+        part.write_at(data, offset)
+
+
+def finish(part: userfs.PartFile, target: Target, algorithm: HashAlgorithm,
+           expected: bytes) -> bool:
+    """Verify the whole temporary file and rename it into place; False on a mismatch."""
+    if file_digest(part.fd, algorithm) != expected:
+        part.abort()
+        return False
+    part.commit(mtime_ns=target.mtime_ns)
+    return True
+
+
+def store_whole(target: Target, data: bytes, algorithm: HashAlgorithm, expected: bytes,
+                overwrite: Overwrite) -> str:
+    """A small file that arrived whole: 'ok', 'skipped' or 'mismatch', in one visit."""
+    hasher = new_hasher(algorithm)
+    hasher.update(data)
+    if hasher.digest() != expected:
+        return "mismatch"
+    part = open_part(target, overwrite)
+    if part is None:
+        return "skipped"
+    try:
+        part.write_at(data, 0)
+        part.commit(mtime_ns=target.mtime_ns)
+    except BaseException:
+        part.abort()
+        raise
+    return "ok"
+
+
+def make_directory(location: Location, mode: int) -> None:
+    try:
+        userfs.mkdir(location, parents=True, mode=(mode & DIR_MODE_MASK) | 0o700)
+    except AlreadyExists:
+        pass

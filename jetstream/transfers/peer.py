@@ -1,0 +1,171 @@
+"""The receiving server's side of PeerService: sessions a sender opens before sending.
+
+The sender authenticates as a user of this server (the destination's API token), so files
+land in that user's sandbox with that user's rights. A session hands out a one-time data
+channel ticket over the TLS-protected API; the sender must present it on our UDP port.
+An incoming transfer is keyed by (sender server uid, sender transfer), so a sender that
+restarts finds its checkpoints again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from jetstream.errors import FailedPrecondition, NotFound, PermissionDenied
+from jetstream.services.auth import Caller
+from jetstream.services.sandboxes import Sandboxes
+from jetstream.storage.userfs import UserFS
+from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore
+from jetstream.transfers.model import Failure, Progress, TransferOptions, TransferState
+from jetstream.transfers.receiver import ReceiveSession
+from jetstream.transport.endpoint import DataEndpoint, DataLink, random_ticket
+
+log = logging.getLogger(__name__)
+
+TICKET_LIFETIME = 60.0
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    sender_uid: str
+    sender_name: str
+    sender_transfer: str
+    destination_path: str
+    options: TransferOptions
+    files_total: int
+    bytes_total: int
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    session_id: str
+    ticket_id: bytes
+    ticket_secret: bytes
+    expires_at: float
+    udp_port: int
+    incoming_id: str
+    resumed: bool
+
+
+@dataclass
+class _Live:
+    session: ReceiveSession
+    owner: str
+    ticket_id: bytes
+
+
+class ReceiveService:
+    def __init__(
+        self,
+        store: IncomingStore,
+        files: UserFS,
+        sandboxes: Sandboxes,
+        endpoint: DataEndpoint,
+        *,
+        on_change: Callable[[Incoming], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._files = files
+        self._sandboxes = sandboxes
+        self._endpoint = endpoint
+        self._clock = clock
+        self._on_change = on_change
+        self._live: dict[str, _Live] = {}
+        store.mark_interrupted(now=clock())
+
+    async def open(self, caller: Caller, request: OpenRequest) -> OpenedSession:
+        if caller.token.read_only:
+            raise PermissionDenied("a read-only token cannot receive transfers")
+        location = self._sandboxes.view_for(caller).locate(
+            request.destination_path, write=True, what="destination_path")
+        incoming = self._store.find(request.sender_uid, request.sender_transfer)
+        resumed = incoming is not None
+        progress = Progress(bytes_total=request.bytes_total, files_total=request.files_total)
+        if incoming is None:
+            incoming = self._store.create(Incoming(
+                id="", owner=caller.username, source_uid=request.sender_uid,
+                source_name=request.sender_name, sender_transfer=request.sender_transfer,
+                destination_root=location.root.name, destination_path=str(location.path),
+                options=request.options, progress=progress, created_at=self._clock()))
+        elif incoming.owner != caller.username:
+            raise PermissionDenied("another user receives this transfer")
+        else:
+            incoming = replace(incoming, options=request.options, error=None,
+                               state=TransferState.RUNNING, ended_at=0.0,
+                               progress=replace(incoming.progress, bytes_total=request.bytes_total,
+                                                files_total=request.files_total))
+        for session_id, live in list(self._live.items()):
+            if live.session.incoming.id == incoming.id:
+                await self._end(session_id, TransferState.PAUSED, None)
+        session = ReceiveSession(incoming, caller.principal, location.root, self._files,
+                                 self._store, on_change=self._changed, clock=self._clock)
+        session_id = uuid.uuid4().hex
+        ticket = random_ticket()
+        self._live[session_id] = _Live(session, caller.username, ticket.ticket_id)
+
+        def on_link(link: DataLink) -> None:
+            peer = link.connection.peer_address
+            session.attach(link, f"{peer[0]}:{peer[1]}" if peer else "")
+
+        self._endpoint.expect(ticket, on_link)
+        asyncio.get_running_loop().call_later(TICKET_LIFETIME, self._endpoint.withdraw,
+                                              ticket.ticket_id)
+        self._changed(session.incoming)
+        return OpenedSession(session_id, ticket.ticket_id, ticket.secret,
+                             self._clock() + TICKET_LIFETIME, self._endpoint.port,
+                             incoming.id, resumed)
+
+    def received(self, caller: Caller, session_id: str) -> list[FileCheckpoint]:
+        """Files partly on disk from earlier sessions (their checkpointed ranges)."""
+        live = self._session(caller, session_id)
+        return self._store.checkpoints(live.session.incoming.id)
+
+    async def complete(self, caller: Caller, session_id: str, state: TransferState,
+                       error: Failure | None) -> tuple[Incoming, list[tuple[str, Failure]]]:
+        live = self._session(caller, session_id)
+        failures = list(live.session.failures)
+        incoming = await self._end(session_id, state, error)
+        return incoming, failures
+
+    def get(self, caller: Caller, incoming_id: str) -> Incoming:
+        incoming = self._store.get(incoming_id)
+        if incoming is None or not caller.can_see(incoming.owner):
+            raise NotFound(f"incomingTransfers/{incoming_id} not found")
+        return incoming
+
+    def list(self, caller: Caller, *, owner: str, after: str, limit: int) -> list[Incoming]:
+        return self._store.list(owner=caller.owner_scope(owner), after=after, limit=limit)
+
+    async def close(self) -> None:
+        for session_id in list(self._live):
+            await self._end(session_id, TransferState.PAUSED, None)
+
+    def _session(self, caller: Caller, session_id: str) -> _Live:
+        live = self._live.get(session_id)
+        if live is None or live.owner != caller.username:
+            raise NotFound(f"no receive session {session_id!r}; open a new one")
+        return live
+
+    async def _end(self, session_id: str, state: TransferState,
+                   error: Failure | None) -> Incoming:
+        live = self._live.pop(session_id)
+        self._endpoint.withdraw(live.ticket_id)
+        if state is TransferState.COMPLETED and live.session.failures:
+            state = TransferState.FAILED
+            path, first = live.session.failures[0]
+            error = Failure(first.reason, first.message, path)
+        if state not in (TransferState.COMPLETED, TransferState.FAILED,
+                         TransferState.CANCELLED, TransferState.PAUSED):
+            raise FailedPrecondition(f"a session cannot end {state.value}")
+        return await live.session.close(state, error)
+
+    def _changed(self, incoming: Incoming) -> None:
+        self._store.save(incoming)
+        if self._on_change is not None:
+            self._on_change(incoming)

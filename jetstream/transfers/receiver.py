@@ -1,0 +1,420 @@
+"""One incoming session: the data channel's events turned into verified files on disk.
+
+Ordering is the data channel's: bytes of any stream arrive in any order, a file's bytes may
+come before its header. Nothing is written on the event-loop thread. Small files are kept
+in memory until whole and written, verified and renamed in one visit to a worker thread;
+large files are written in ~1 MiB batches to a temporary file, synced and recorded at each
+checkpoint, and verified by re-reading before the rename. Flow-control credit goes back to
+the sender only once bytes are written, which bounds the memory a session can hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from jetstream.auth.principal import Principal
+from jetstream.datachannel.events import (
+    ConnectionTerminated,
+    Event,
+    StreamDataReceived,
+    StreamEnded,
+)
+from jetstream.datachannel.rangeset import RangeSet
+from jetstream.errors import JetstreamError, RemoteProtocolError
+from jetstream.storage import userfs
+from jetstream.storage.paths import parse_path, printable
+from jetstream.storage.sandbox import Location, SandboxRoot
+from jetstream.transfers import filesink, records
+from jetstream.transfers.filesink import Target
+from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore
+from jetstream.transfers.model import Failure, Progress, TransferState, failure_reason
+from jetstream.transport.endpoint import DataLink
+from jetstream.v1 import common_pb2, stream_records_pb2
+
+log = logging.getLogger(__name__)
+
+SMALL_FILE = 256 << 10
+FLUSH_BYTES = 1 << 20
+
+
+@dataclass
+class _File:
+    file_id: int
+    header: stream_records_pb2.FileHeader | None = None
+    target: Target | None = None
+    part: userfs.PartFile | None = None
+    pieces: list[tuple[int, bytes]] = field(default_factory=list)
+    pending_bytes: int = 0
+    written: RangeSet = field(default_factory=RangeSet)
+    busy: bool = False
+    ended: bool = False
+    trailer: stream_records_pb2.FileTrailer | None = None
+    skipped: bool = False
+    done: bool = False
+
+    @property
+    def small(self) -> bool:
+        return self.header is not None and self.header.size_bytes <= SMALL_FILE
+
+
+class ReceiveSession:
+    def __init__(
+        self,
+        incoming: Incoming,
+        principal: Principal,
+        root: SandboxRoot,
+        files: userfs.UserFS,
+        store: IncomingStore,
+        *,
+        on_change: Callable[[Incoming], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.incoming = incoming
+        self._principal = principal
+        self._root = root
+        self._base = parse_path(incoming.destination_path, what="destination_path",
+                                empty_is_root=True)
+        self._fs = files
+        self._store = store
+        self._on_change = on_change
+        self._clock = clock
+        self._link: DataLink | None = None
+        self._files: dict[int, _File] = {}
+        self._records = records.StreamAssembler()
+        self._reader = records.RecordReader(stream_records_pb2.SenderRecord)
+        self._expected_files: int | None = None
+        self._outcomes = 0
+        self._resume = {c.path: c for c in store.checkpoints(incoming.id)}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.finished = asyncio.get_running_loop().create_future()
+        self._bytes_done = incoming.progress.bytes_done
+        self._counts = {"done": incoming.progress.files_done,
+                        "failed": incoming.progress.files_failed,
+                        "skipped": incoming.progress.files_skipped}
+        self._failures: list[tuple[str, Failure]] = []
+
+    @property
+    def failures(self) -> list[tuple[str, Failure]]:
+        return self._failures
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def attach(self, link: DataLink, address: str) -> None:
+        self._link = link
+        link.on_event = self._on_event
+        self.incoming = replace(self.incoming, state=TransferState.RUNNING,
+                                source_address=address, last_receive_at=self._clock())
+        self._checkpointer = asyncio.create_task(self._checkpoints())
+
+    def _on_event(self, event: Event) -> None:
+        try:
+            if isinstance(event, StreamDataReceived):
+                if event.stream_id == records.SENDER_STREAM:
+                    for record in self._reader.feed(self._records.add(event.offset, event.data)):
+                        self._on_record(record)
+                    self._consumed(len(event.data))
+                else:
+                    self._on_data(event.stream_id - records.FIRST_FILE_STREAM, event.offset,
+                                  event.data)
+            elif isinstance(event, StreamEnded) and event.stream_id >= records.FIRST_FILE_STREAM:
+                entry = self._file(event.stream_id - records.FIRST_FILE_STREAM)
+                entry.ended = True
+                self._advance(entry)
+            elif isinstance(event, ConnectionTerminated):
+                self._spawn(self._stop(f"data channel closed: {event.reason or event.error_code}"))
+        except RemoteProtocolError as exc:
+            log.warning("incoming %s: %s", self.incoming.id, exc)
+            if self._link is not None:
+                self._link.close(exc.close_code, str(exc))
+
+    def _on_record(self, record: stream_records_pb2.SenderRecord) -> None:
+        kind = record.WhichOneof("record")
+        if kind == "header":
+            entry = self._file(record.header.file_id)
+            entry.header = record.header
+            self._spawn(self._open(entry), entry)
+        elif kind == "trailer":
+            entry = self._file(record.trailer.file_id)
+            entry.trailer = record.trailer
+            self._advance(entry)
+        elif kind == "end":
+            self._expected_files = record.end.file_count
+            self._maybe_finished()
+
+    def _file(self, file_id: int) -> _File:
+        entry = self._files.get(file_id)
+        if entry is None:
+            if len(self._files) > 1_000_000:
+                raise RemoteProtocolError("too many files in flight")
+            entry = self._files[file_id] = _File(file_id)
+        return entry
+
+    def _on_data(self, file_id: int, offset: int, data: memoryview) -> None:
+        entry = self._file(file_id)
+        if entry.done or entry.skipped:
+            self._consumed(len(data))
+            return
+        entry.pieces.append((offset, bytes(data)))
+        entry.pending_bytes += len(data)
+        self.incoming = replace(self.incoming, last_receive_at=self._clock())
+        if entry.part is not None and entry.pending_bytes >= FLUSH_BYTES:
+            self._advance(entry)
+
+    # --- per-file progress -------------------------------------------------------------------
+
+    def _advance(self, entry: _File) -> None:
+        """Start the next step for `entry` if one is due and none is running."""
+        if entry.busy or entry.done or entry.target is None:
+            return
+        if entry.skipped:
+            self._drop(entry)
+            return
+        complete = entry.ended and entry.trailer is not None
+        if entry.part is None and entry.small:
+            if complete:
+                self._spawn(self._store_small(entry), entry)
+            return
+        if entry.part is not None and (entry.pending_bytes >= FLUSH_BYTES
+                                       or (complete and entry.pieces)):
+            self._spawn(self._flush(entry), entry)
+        elif entry.part is not None and complete:
+            self._spawn(self._verify(entry), entry)
+
+    async def _open(self, entry: _File) -> None:
+        header = entry.header
+        assert header is not None
+        path = parse_path(header.path, what="file path")
+        location = Location(self._root, self._base / path)
+        if header.kind == common_pb2.FILE_KIND_DIRECTORY:
+            entry.busy = True
+            await self._fs.run(self._principal, filesink.make_directory, location, header.mode)
+            entry.busy = False
+            self._outcome(entry, ok=True)
+            return
+        if header.kind != common_pb2.FILE_KIND_FILE:
+            raise RemoteProtocolError(f"unsupported entry kind {header.kind}")
+        entry.target = Target(location, header.size_bytes, header.mode & 0o777,
+                              header.modify_time_ns)
+        if entry.small:
+            self._advance(entry)
+            return
+        entry.busy = True
+        overwrite = self.incoming.options.overwrite
+        resume = self._resume.pop(str(path).lstrip("/"), None)
+        part = None
+        if resume is not None and (resume.size, resume.mtime_ns) == (header.size_bytes,
+                                                                     header.modify_time_ns):
+            part = await self._reopen(location, resume, entry.target.mode)
+        if part is None:
+            part = await self._fs.run(self._principal, filesink.open_part, entry.target,
+                                      overwrite)
+        else:
+            for start, stop in resume.ranges:  # type: ignore[union-attr]
+                entry.written.add(start, stop)
+        entry.busy = False
+        if part is None:
+            entry.skipped = True
+            self._outcome(entry, ok=True, skipped=True)
+            self._drop(entry)
+            return
+        entry.part = part
+        self._advance(entry)
+
+    async def _reopen(self, location: Location, checkpoint: FileCheckpoint, mode: int
+                      ) -> userfs.PartFile | None:
+        if not checkpoint.temp_name:
+            return None
+        try:
+            part: userfs.PartFile = await self._fs.run(
+                self._principal, userfs.open_part, location, checkpoint.temp_name,
+                overwrite=self.incoming.options.overwrite.value != "never",
+                mode=mode)
+        except JetstreamError:
+            return None
+        return part
+
+    async def _store_small(self, entry: _File) -> None:
+        assert entry.target is not None and entry.trailer is not None
+        entry.busy = True
+        pieces = sorted(entry.pieces)
+        data = b"".join(piece for _offset, piece in pieces)
+        size = len(data)
+        entry.pieces, entry.pending_bytes = [], 0
+        if entry.trailer.source_changed or size != entry.target.size:
+            self._consumed(size)
+            self._outcome(entry, ok=False, retry=True, error=Failure(
+                "SOURCE_CHANGED", f"{printable(entry.header.path)} changed while it was sent"))  # type: ignore[union-attr]
+            return
+        result = await self._fs.run(self._principal, filesink.store_whole, entry.target, data,
+                                    self.incoming.options.hash_algorithm, entry.trailer.digest,
+                                    self.incoming.options.overwrite)
+        self._consumed(size)
+        self._bytes_done += size
+        if result == "mismatch":
+            self._outcome(entry, ok=False, retry=True, error=Failure(
+                "HASH_MISMATCH", f"{printable(entry.header.path)}: digest mismatch"))  # type: ignore[union-attr]
+        else:
+            self._outcome(entry, ok=True, skipped=result == "skipped")
+
+    async def _flush(self, entry: _File) -> None:
+        assert entry.part is not None
+        entry.busy = True
+        pieces, entry.pieces = entry.pieces, []
+        size, entry.pending_bytes = entry.pending_bytes, 0
+        await self._fs.run(self._principal, filesink.write_pieces, entry.part, pieces)
+        for offset, data in pieces:
+            entry.written.add(offset, offset + len(data))
+        self._bytes_done += size
+        self._consumed(size)
+        entry.busy = False
+        self._advance(entry)
+
+    async def _verify(self, entry: _File) -> None:
+        assert entry.part is not None and entry.target is not None and entry.trailer is not None
+        entry.busy = True
+        header = entry.header
+        assert header is not None
+        if entry.trailer.source_changed:
+            await self._fs.run(self._principal, entry.part.abort)
+            self._outcome(entry, ok=False, retry=True, error=Failure(
+                "SOURCE_CHANGED", f"{printable(header.path)} changed while it was sent"))
+            return
+        ok = await self._fs.run(self._principal, filesink.finish, entry.part, entry.target,
+                                self.incoming.options.hash_algorithm, entry.trailer.digest)
+        self._store.forget_checkpoints(self.incoming.id, [header.path])
+        if ok:
+            self._outcome(entry, ok=True)
+        else:
+            self._outcome(entry, ok=False, retry=True, error=Failure(
+                "HASH_MISMATCH", f"{printable(header.path)}: digest mismatch after transfer"))
+
+    def _drop(self, entry: _File) -> None:
+        """Discard data for a file we do not write (skipped): just give the credit back."""
+        self._consumed(entry.pending_bytes)
+        entry.pieces, entry.pending_bytes = [], 0
+
+    def _outcome(self, entry: _File, *, ok: bool, skipped: bool = False, retry: bool = False,
+                 error: Failure | None = None) -> None:
+        entry.done, entry.busy, entry.part = True, False, None
+        outcome = stream_records_pb2.FileOutcome(file_id=entry.file_id, ok=ok, skipped=skipped,
+                                                 retry=retry)
+        if error is not None:
+            outcome.error.CopyFrom(common_pb2.ErrorDetail(reason=error.reason,
+                                                          message=error.message,
+                                                          path=error.path))
+            if not retry:
+                self._failures.append((entry.header.path if entry.header else "", error))
+        key = "skipped" if skipped else "done" if ok else "failed" if not retry else ""
+        if key:
+            self._counts[key] += 1
+        if self._link is not None:
+            self._link.send(records.RECEIVER_STREAM, records.frame(
+                stream_records_pb2.ReceiverRecord(outcome=outcome)))
+        self._outcomes += 1
+        self._files.pop(entry.file_id, None)
+        self._maybe_finished()
+
+    def _maybe_finished(self) -> None:
+        if self._expected_files is not None and self._outcomes >= self._expected_files:
+            self._publish()
+
+    def _consumed(self, nbytes: int) -> None:
+        if nbytes and self._link is not None:
+            self._link.consumed(nbytes)
+
+    # --- failures inside a step become a failed file, never a crashed session ----------------
+
+    def _spawn(self, step: Coroutine[Any, Any, None], entry: _File | None = None) -> None:
+        task = asyncio.ensure_future(self._guard(step, entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, step: Coroutine[Any, Any, None], entry: _File | None) -> None:
+        try:
+            await step
+        except JetstreamError as exc:
+            if entry is None:
+                log.warning("incoming %s: %s", self.incoming.id, exc)
+                return
+            if entry.part is not None:
+                try:
+                    await self._fs.run(self._principal, entry.part.abort)
+                except JetstreamError:
+                    pass
+            self._drop(entry)
+            path = entry.header.path if entry.header else ""
+            self._outcome(entry, ok=False, error=Failure(failure_reason(exc), str(exc), path))
+
+    # --- checkpoints and the end -------------------------------------------------------------
+
+    async def _checkpoints(self) -> None:
+        interval = self.incoming.options.checkpoint_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Sync every partly written large file and record what is safely on disk."""
+        saved: list[FileCheckpoint] = []
+        for entry in list(self._files.values()):
+            part, header = entry.part, entry.header
+            if part is None or header is None or entry.busy or not entry.written:
+                continue
+            written = tuple(entry.written)
+            await self._fs.run(self._principal, part.sync)
+            saved.append(FileCheckpoint(header.path, header.size_bytes, header.modify_time_ns,
+                                        part.temp_name, written))
+        if saved:
+            self._store.save_checkpoints(self.incoming.id, saved)
+        self._publish()
+
+    def _publish(self) -> None:
+        total = self.incoming.progress
+        self.incoming = replace(self.incoming, progress=Progress(
+            bytes_total=total.bytes_total, bytes_done=self._bytes_done,
+            files_total=total.files_total, files_done=self._counts["done"],
+            files_failed=self._counts["failed"], files_skipped=self._counts["skipped"]))
+        self._on_change(self.incoming)
+
+    def resume_ranges(self) -> dict[str, tuple[tuple[int, int], ...]]:
+        """Path -> ranges already on stable storage, for the sender to skip."""
+        return {path: c.ranges for path, c in self._resume.items()}
+
+    async def _stop(self, why: str) -> None:
+        """The link is gone: keep what is on disk for a resume, drop the rest."""
+        await self._release_files(keep=True)
+        if not self.finished.done():
+            self.finished.set_result(why)
+
+    async def _release_files(self, *, keep: bool) -> None:
+        """Close every unfinished file: `keep` checkpoints and detaches, else aborts."""
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            self._checkpointer = None
+        if keep:
+            await self.checkpoint()
+        else:
+            self._store.forget_checkpoints(self.incoming.id, [
+                e.header.path for e in self._files.values() if e.header is not None])
+        for entry in list(self._files.values()):
+            part, entry.part = entry.part, None
+            if part is not None:
+                await self._fs.run(self._principal, part.detach if keep else part.abort)
+
+    async def close(self, state: TransferState, error: Failure | None) -> Incoming:
+        await self._release_files(keep=state is not TransferState.CANCELLED)
+        if self._link is not None:
+            self._link.close(0, state.value)
+        self._publish()
+        self.incoming = replace(self.incoming, state=state, error=error,
+                                ended_at=self._clock() if state.terminal else 0.0)
+        self._on_change(self.incoming)
+        if not self.finished.done():
+            self.finished.set_result(state.value)
+        return self.incoming

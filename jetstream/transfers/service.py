@@ -1,0 +1,402 @@
+"""Outgoing transfers: the API's rules, the per-destination queues, and job lifecycles.
+
+One transfer runs per destination at a time, lowest priority value first, then oldest: the
+path to one destination is one bottleneck, and sharing it between transfers only makes each
+finish later. Jobs report progress; this service persists it (at most once a second), fans
+it out to watchers, and owns every state change, so the state machine lives in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Protocol
+
+from jetstream.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    JetstreamError,
+    NotFound,
+    Unavailable,
+)
+from jetstream.services.auth import Caller
+from jetstream.services.destinations import ID_PATTERN, DestinationService
+from jetstream.services.events import EventLog, Severity
+from jetstream.services.manifests import ManifestService, ManifestState
+from jetstream.storage.paths import parse_path
+from jetstream.transfers.model import (
+    Direction,
+    Failure,
+    Progress,
+    RateLimits,
+    Transfer,
+    TransferOptions,
+    TransferState,
+    failure_reason,
+)
+from jetstream.transfers.store import TransferStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRIORITY = 100
+MAX_ATTEMPTS = 5
+PERSIST_EVERY = 1.0
+
+
+class UpdateKind(StrEnum):
+    SNAPSHOT = "snapshot"
+    PROGRESS = "progress"
+    STATE_CHANGED = "state_changed"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    progress: Progress
+    failed_file: Failure | None = None
+    """The first file that failed, if any did; the transfer then ends FAILED."""
+
+
+class Job(Protocol):
+    async def run(self) -> JobResult: ...
+    def set_rate(self, rate: RateLimits) -> None: ...
+    def halt(self, state: TransferState) -> None:
+        """Say why the job is about to be cancelled (PAUSED or CANCELLED)."""
+
+
+JobFactory = Callable[[Transfer, Callable[[Progress, str], None]], Job]
+"""(transfer, report(progress, status)) -> a job that moves its data."""
+
+
+@dataclass(frozen=True)
+class _Running:
+    task: asyncio.Task[None]
+    job: Job
+    destination_id: str
+
+
+class TransferService:
+    def __init__(
+        self,
+        store: TransferStore,
+        destinations: DestinationService,
+        manifests: ManifestService,
+        events: EventLog,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._destinations = destinations
+        self._manifests = manifests
+        self._events = events
+        self._clock = clock
+        self._job_factory: JobFactory | None = None
+        self._running: dict[str, _Running] = {}
+        self._not_before: dict[str, float] = {}
+        self._watchers: dict[str, set[asyncio.Queue[tuple[UpdateKind, Transfer]]]] = {}
+        self._wake = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._last_persist: dict[str, float] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, job_factory: JobFactory) -> None:
+        self._job_factory = job_factory
+        self._store.requeue_interrupted(now=self._clock())
+        self._scheduler = asyncio.create_task(self._schedule(), name="transfer-scheduler")
+
+    async def stop(self) -> None:
+        """Stop jobs without changing their state: they resume after the next start."""
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+        tasks = [running.task for running in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._scheduler is not None:
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+
+    # --- the API -----------------------------------------------------------------------------
+
+    def create(
+        self,
+        caller: Caller,
+        *,
+        destination: str,
+        manifest: str,
+        destination_path: str,
+        direction: Direction,
+        priority: int | None,
+        options: TransferOptions,
+        labels: dict[str, str],
+        requested_id: str,
+    ) -> Transfer:
+        transfer_id = requested_id or uuid.uuid4().hex[:12]
+        if not ID_PATTERN.fullmatch(transfer_id):
+            raise InvalidArgument("transfer_id must match [a-z0-9][a-z0-9-]{0,62}")
+        if direction is Direction.PULL:
+            raise FailedPrecondition("pull transfers are not built yet; push from the other side")
+        if self._store.get(transfer_id) is not None:
+            raise InvalidArgument(f"transfers/{transfer_id} exists already")
+        chosen = self._destinations.get(caller, destination)
+        found = self._manifests.get(caller, manifest)
+        if found.state is ManifestState.ERROR:
+            raise FailedPrecondition(f"manifests/{manifest} failed to build: {found.error}")
+        path = str(parse_path(destination_path, what="destination_path", empty_is_root=True))
+        _check_options(options, priority)
+        now = self._clock()
+        transfer = Transfer(
+            id=transfer_id,
+            owner=caller.username,
+            direction=direction,
+            destination_id=chosen.id,
+            manifest_id=found.id,
+            destination_path=path,
+            priority=DEFAULT_PRIORITY if priority is None else priority,
+            options=options,
+            labels=labels,
+            created_at=now,
+            updated_at=now,
+        )
+        self._store.insert(transfer)
+        self._event(transfer, "transfer.created",
+                    f"transfer {transfer_id} to destinations/{chosen.id} queued")
+        self._wake.set()
+        return transfer
+
+    def get(self, caller: Caller, transfer_id: str) -> Transfer:
+        transfer = self._store.get(transfer_id)
+        if transfer is None or not caller.can_see(transfer.owner):
+            raise NotFound(f"transfers/{transfer_id} not found")
+        return transfer
+
+    def list(self, caller: Caller, *, owner: str, states: list[TransferState],
+             destination_id: str, direction: Direction | None, after: str,
+             limit: int) -> list[Transfer]:
+        return self._store.list(owner=caller.owner_scope(owner), states=states,
+                                destination_id=destination_id, direction=direction,
+                                after=after, limit=limit)
+
+    def pause(self, caller: Caller, transfer_id: str) -> Transfer:
+        transfer = self.get(caller, transfer_id)
+        if transfer.state not in (TransferState.QUEUED, TransferState.RUNNING):
+            raise FailedPrecondition(f"transfers/{transfer_id} is {transfer.state.value}")
+        self._stop_job(transfer_id, TransferState.PAUSED)
+        return self._change(transfer, TransferState.PAUSED, "paused by " + caller.username)
+
+    def resume(self, caller: Caller, transfer_id: str) -> Transfer:
+        transfer = self.get(caller, transfer_id)
+        if transfer.state not in (TransferState.PAUSED, TransferState.FAILED):
+            raise FailedPrecondition(f"transfers/{transfer_id} is {transfer.state.value}")
+        self._not_before.pop(transfer_id, None)
+        resumed = self._change(replace(transfer, error=None, attempt_count=0),
+                               TransferState.QUEUED, "resumed by " + caller.username)
+        self._wake.set()
+        return resumed
+
+    def cancel(self, caller: Caller, transfer_id: str) -> Transfer:
+        transfer = self.get(caller, transfer_id)
+        if transfer.state.terminal:
+            raise FailedPrecondition(f"transfers/{transfer_id} is {transfer.state.value}")
+        self._stop_job(transfer_id, TransferState.CANCELLED)
+        return self._change(transfer, TransferState.CANCELLED, "cancelled by " + caller.username)
+
+    def delete(self, caller: Caller, transfer_id: str, *, force: bool) -> None:
+        transfer = self.get(caller, transfer_id)
+        if not transfer.state.terminal and not force:
+            raise FailedPrecondition(
+                f"transfers/{transfer_id} is {transfer.state.value}; cancel it or use force"
+            )
+        self._stop_job(transfer_id, TransferState.CANCELLED)
+        self._store.delete(transfer_id)
+        self._publish(replace(transfer, state=TransferState.CANCELLED), UpdateKind.STATE_CHANGED)
+
+    def update(self, caller: Caller, transfer_id: str, *, priority: int | None,
+               rate: RateLimits | None, checkpoint_interval: float | None) -> Transfer:
+        transfer = self.get(caller, transfer_id)
+        if transfer.state.terminal:
+            raise FailedPrecondition(f"transfers/{transfer_id} is {transfer.state.value}")
+        options = transfer.options
+        if rate is not None:
+            options = replace(options, rate=rate)
+        if checkpoint_interval is not None:
+            options = replace(options, checkpoint_interval=checkpoint_interval)
+        _check_options(options, priority)
+        updated = replace(transfer, options=options, updated_at=self._clock(),
+                          priority=transfer.priority if priority is None else priority)
+        self._store.save(updated)
+        running = self._running.get(transfer_id)
+        if running is not None and rate is not None:
+            running.job.set_rate(rate)
+        self._publish(updated, UpdateKind.PROGRESS)
+        self._wake.set()
+        return updated
+
+    async def watch(self, caller: Caller, transfer_id: str
+                    ) -> AsyncIterator[tuple[UpdateKind, Transfer]]:
+        """A snapshot, then every state change and progress report, until a terminal state."""
+        transfer = self.get(caller, transfer_id)
+        queue: asyncio.Queue[tuple[UpdateKind, Transfer]] = asyncio.Queue(maxsize=256)
+        self._watchers.setdefault(transfer_id, set()).add(queue)
+        try:
+            yield UpdateKind.SNAPSHOT, transfer
+            while not transfer.state.terminal:
+                kind, transfer = await queue.get()
+                yield kind, transfer
+        finally:
+            watchers = self._watchers.get(transfer_id)
+            if watchers is not None:
+                watchers.discard(queue)
+                if not watchers:
+                    del self._watchers[transfer_id]
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while True:
+            self._wake.clear()
+            busy = {running.destination_id for running in self._running.values()}
+            now = self._clock()
+            for transfer in self._store.queued():
+                if transfer.destination_id in busy or transfer.id in self._running:
+                    continue
+                if self._not_before.get(transfer.id, 0.0) > now:
+                    continue
+                manifest = self._manifests.peek(transfer.manifest_id)
+                if manifest is None or manifest.state is ManifestState.ERROR:
+                    self._finish(transfer, TransferState.FAILED, Failure(
+                        "MANIFEST_FAILED", manifest.error if manifest else "manifest deleted"))
+                    continue
+                if manifest.state is ManifestState.PENDING:
+                    continue
+                busy.add(transfer.destination_id)
+                self._launch(transfer)
+            delay = min((t - now for t in self._not_before.values() if t > now), default=1.0)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, min(delay, 1.0)))
+            except TimeoutError:
+                pass
+
+    def _launch(self, transfer: Transfer) -> None:
+        assert self._job_factory is not None
+        now = self._clock()
+        started = replace(transfer, state=TransferState.RUNNING, status_message="starting",
+                          attempt_count=transfer.attempt_count + 1,
+                          started_at=transfer.started_at or now, updated_at=now)
+        self._store.save(started)
+        self._publish(started, UpdateKind.STATE_CHANGED)
+        self._event(started, "transfer.started",
+                    f"transfer {started.id} started (attempt {started.attempt_count})")
+
+        def report(progress: Progress, status: str) -> None:
+            self._progress(started.id, progress, status)
+
+        job = self._job_factory(started, report)
+        task = asyncio.create_task(self._run(started.id, job), name=f"transfer-{started.id}")
+        self._running[started.id] = _Running(task, job, started.destination_id)
+
+    async def _run(self, transfer_id: str, job: Job) -> None:
+        try:
+            result = await job.run()
+        except asyncio.CancelledError:
+            raise
+        except Unavailable as exc:
+            self._retry_or_fail(transfer_id, Failure("PEER_UNREACHABLE", str(exc)))
+        except JetstreamError as exc:
+            self._fail(transfer_id, Failure(failure_reason(exc), str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the transfer, not the server
+            log.exception("transfer %s crashed", transfer_id)
+            self._fail(transfer_id, Failure("INTERNAL", f"internal error: {exc}"))
+        else:
+            transfer = self._store.get(transfer_id)
+            if transfer is not None and transfer.state is TransferState.RUNNING:
+                transfer = replace(transfer, progress=result.progress)
+                if result.failed_file is not None:
+                    self._finish(transfer, TransferState.FAILED, result.failed_file)
+                else:
+                    self._finish(transfer, TransferState.COMPLETED, None)
+        finally:
+            self._running.pop(transfer_id, None)
+            self._wake.set()
+
+    def _retry_or_fail(self, transfer_id: str, failure: Failure) -> None:
+        transfer = self._store.get(transfer_id)
+        if transfer is None or transfer.state is not TransferState.RUNNING:
+            return
+        if transfer.attempt_count >= MAX_ATTEMPTS:
+            self._finish(transfer, TransferState.FAILED, failure)
+            return
+        delay = min(2.0 ** transfer.attempt_count, 60.0)
+        self._not_before[transfer_id] = self._clock() + delay
+        self._change(transfer, TransferState.QUEUED,
+                     f"{failure.message}; retrying in {delay:.0f} s")
+
+    def _fail(self, transfer_id: str, failure: Failure) -> None:
+        transfer = self._store.get(transfer_id)
+        if transfer is not None and transfer.state is TransferState.RUNNING:
+            self._finish(transfer, TransferState.FAILED, failure)
+
+    def _finish(self, transfer: Transfer, state: TransferState, failure: Failure | None) -> None:
+        now = self._clock()
+        done = replace(transfer, state=state, error=failure, ended_at=now, updated_at=now,
+                       status_message=failure.message if failure else state.value)
+        self._store.save(done)
+        self._publish(done, UpdateKind.STATE_CHANGED)
+        severity = Severity.ERROR if state is TransferState.FAILED else Severity.INFO
+        self._event(done, f"transfer.{state.value}", f"transfer {done.id} {state.value}"
+                    + (f": {failure.message}" if failure else ""), severity)
+
+    def _change(self, transfer: Transfer, state: TransferState, message: str) -> Transfer:
+        changed = replace(transfer, state=state, status_message=message,
+                          updated_at=self._clock(),
+                          ended_at=self._clock() if state.terminal else 0.0)
+        self._store.save(changed)
+        self._publish(changed, UpdateKind.STATE_CHANGED)
+        self._event(changed, f"transfer.{state.value}", f"transfer {changed.id}: {message}")
+        return changed
+
+    def _stop_job(self, transfer_id: str, state: TransferState) -> None:
+        running = self._running.pop(transfer_id, None)
+        if running is not None:
+            running.job.halt(state)
+            running.task.cancel()
+
+    def _progress(self, transfer_id: str, progress: Progress, status: str) -> None:
+        transfer = self._store.get(transfer_id)
+        if transfer is None or transfer.state is not TransferState.RUNNING:
+            return
+        now = self._clock()
+        updated = replace(transfer, progress=progress, status_message=status, updated_at=now)
+        if now - self._last_persist.get(transfer_id, 0.0) >= PERSIST_EVERY:
+            self._last_persist[transfer_id] = now
+            self._store.save(updated)
+        self._publish(updated, UpdateKind.PROGRESS)
+
+    def _publish(self, transfer: Transfer, kind: UpdateKind) -> None:
+        for queue in self._watchers.get(transfer.id, ()):
+            if queue.full() and kind is UpdateKind.PROGRESS:
+                continue  # a slow watcher misses progress, never a state change
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait((kind, transfer))
+
+    def _event(self, transfer: Transfer, kind: str, message: str,
+               severity: Severity = Severity.INFO) -> None:
+        self._events.record(kind, message, now=self._clock(), severity=severity,
+                            username=transfer.owner, subject=f"transfers/{transfer.id}")
+
+
+def _check_options(options: TransferOptions, priority: int | None) -> None:
+    if priority is not None and not 0 <= priority <= 100:
+        raise InvalidArgument("priority must be from 0 (first) to 100 (last)")
+    if not 0.1 <= options.checkpoint_interval <= 3600:
+        raise InvalidArgument("checkpoint_interval must be from 0.1 s to 1 hour")
+    rate = options.rate
+    if rate.max_bps and rate.min_bps > rate.max_bps:
+        raise InvalidArgument("rate_limit.min_bps exceeds max_bps")
+    if rate.max_bps and rate.target_bps > rate.max_bps:
+        raise InvalidArgument("rate_limit.target_bps exceeds max_bps")

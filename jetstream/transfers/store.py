@@ -1,0 +1,154 @@
+"""Persistence of outgoing transfers and their per-file outcomes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
+
+from jetstream.state.database import Database
+from jetstream.transfers.model import (
+    Direction,
+    Failure,
+    Progress,
+    Transfer,
+    TransferOptions,
+    TransferState,
+)
+
+
+class TransferStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def insert(self, t: Transfer) -> None:
+        self._db.execute(
+            "INSERT INTO transfers (id, owner, direction, destination_id, manifest_id,"
+            " destination_path, priority, options, state, labels, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (t.id, t.owner, t.direction.value, t.destination_id, t.manifest_id,
+             t.destination_path, t.priority, t.options.to_json(), t.state.value,
+             json.dumps(t.labels), t.created_at, t.updated_at),
+        )
+
+    def get(self, transfer_id: str) -> Transfer | None:
+        rows = self._db.query("SELECT * FROM transfers WHERE id = ?", (transfer_id,))
+        return _transfer(rows[0]) if rows else None
+
+    def list(
+        self,
+        *,
+        owner: str | None,
+        states: Sequence[TransferState],
+        destination_id: str,
+        direction: Direction | None,
+        after: str,
+        limit: int,
+    ) -> list[Transfer]:
+        """Newest first; `after` is the id of the last transfer of the previous page."""
+        sql, params = "SELECT * FROM transfers WHERE 1", []
+        if owner is not None:
+            sql += " AND owner = ?"
+            params.append(owner)
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += [s.value for s in states]
+        if destination_id:
+            sql += " AND destination_id = ?"
+            params.append(destination_id)
+        if direction is not None:
+            sql += " AND direction = ?"
+            params.append(direction.value)
+        if after:
+            sql += " AND (created_at, id) < (SELECT created_at, id FROM transfers WHERE id = ?)"
+            params.append(after)
+        rows = self._db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT ?",
+                              [*params, limit])
+        return [_transfer(row) for row in rows]
+
+    def queued(self) -> list[Transfer]:
+        """Every queued transfer in the order the scheduler serves them."""
+        rows = self._db.query(
+            "SELECT * FROM transfers WHERE state = 'queued' ORDER BY priority, created_at, id"
+        )
+        return [_transfer(row) for row in rows]
+
+    def save(self, t: Transfer) -> None:
+        """Write the mutable fields of `t` (state, progress, options, timestamps)."""
+        error = t.error or Failure("", "")
+        p = t.progress
+        self._db.execute(
+            "UPDATE transfers SET priority=?, options=?, state=?, status_message=?,"
+            " error_reason=?, error_message=?, error_path=?, bytes_total=?, bytes_done=?,"
+            " files_total=?, files_done=?, files_failed=?, files_skipped=?,"
+            " bytes_retransmitted=?, bytes_on_wire=?, attempt_count=?, started_at=?,"
+            " ended_at=?, updated_at=? WHERE id=?",
+            (t.priority, t.options.to_json(), t.state.value, t.status_message, error.reason,
+             error.message, error.path, p.bytes_total, p.bytes_done, p.files_total,
+             p.files_done, p.files_failed, p.files_skipped, p.bytes_retransmitted,
+             p.bytes_on_wire, t.attempt_count, t.started_at, t.ended_at, t.updated_at, t.id),
+        )
+
+    def delete(self, transfer_id: str) -> None:
+        self._db.execute("DELETE FROM transfers WHERE id = ?", (transfer_id,))
+
+    def requeue_interrupted(self, *, now: float) -> int:
+        """After a restart, transfers that were running continue from their checkpoint."""
+        return self._db.execute(
+            "UPDATE transfers SET state = 'queued', status_message = ?, updated_at = ?"
+            " WHERE state = 'running'",
+            ("the server restarted; resuming from the last checkpoint", now),
+        )
+
+    def record_files(self, transfer_id: str, outcomes: Sequence[tuple[int, str, int, bytes, str,
+                                                                       float]]) -> None:
+        """Upsert (seq, state, bytes_done, digest, error, ended_at) per file, in one commit."""
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO transfer_files (transfer_id, seq, state, bytes_done, digest, error,"
+                " ended_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (transfer_id, seq) DO"
+                " UPDATE SET state=excluded.state, bytes_done=excluded.bytes_done,"
+                " digest=excluded.digest, error=excluded.error, ended_at=excluded.ended_at",
+                [(transfer_id, *o) for o in outcomes],
+            )
+
+    def file_states(self, transfer_id: str) -> dict[int, str]:
+        rows = self._db.query("SELECT seq, state FROM transfer_files WHERE transfer_id = ?",
+                              (transfer_id,))
+        return {row["seq"]: row["state"] for row in rows}
+
+
+def _transfer(row: sqlite3.Row) -> Transfer:
+    error = None
+    if row["error_reason"] or row["error_message"]:
+        error = Failure(row["error_reason"], row["error_message"], row["error_path"])
+    transfer = Transfer(
+        id=row["id"],
+        owner=row["owner"],
+        direction=Direction(row["direction"]),
+        destination_id=row["destination_id"],
+        manifest_id=row["manifest_id"],
+        destination_path=row["destination_path"],
+        priority=row["priority"],
+        options=TransferOptions.from_json(row["options"]),
+        state=TransferState(row["state"]),
+        status_message=row["status_message"],
+        error=error,
+        labels=json.loads(row["labels"]),
+        attempt_count=row["attempt_count"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        updated_at=row["updated_at"],
+    )
+    return replace(transfer, progress=Progress(
+        bytes_total=row["bytes_total"],
+        bytes_done=row["bytes_done"],
+        files_total=row["files_total"],
+        files_done=row["files_done"],
+        files_failed=row["files_failed"],
+        files_skipped=row["files_skipped"],
+        bytes_retransmitted=row["bytes_retransmitted"],
+        bytes_on_wire=row["bytes_on_wire"],
+    ))

@@ -1,0 +1,142 @@
+"""Two real servers in one event loop, a logged-in user on each, and a tree to send."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import tempfile
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpc import aio
+
+from jetstream.app import Server, start_server
+from jetstream.client.channel import Endpoint, open_aio_channel
+from jetstream.config import load_config
+from jetstream.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    common_pb2,
+    destinations_pb2,
+    destinations_pb2_grpc,
+    manifests_pb2,
+    manifests_pb2_grpc,
+    transfers_pb2,
+    transfers_pb2_grpc,
+)
+from tests.system.users import PASSWORDS
+
+
+@dataclass
+class Api:
+    server: Server
+    channel: aio.Channel
+    auth: tuple[tuple[str, str], ...]
+
+    @property
+    def destinations(self) -> destinations_pb2_grpc.DestinationServiceStub:
+        return destinations_pb2_grpc.DestinationServiceStub(self.channel)
+
+    @property
+    def manifests(self) -> manifests_pb2_grpc.ManifestServiceStub:
+        return manifests_pb2_grpc.ManifestServiceStub(self.channel)
+
+    @property
+    def transfers(self) -> transfers_pb2_grpc.TransferServiceStub:
+        return transfers_pb2_grpc.TransferServiceStub(self.channel)
+
+
+async def start(stack: AsyncExitStack, state: Path, *extra: tuple[str, object]) -> Server:
+    flags = {"api_port": 0, "recv_port": [0], "disable_telemetry": True,
+             "persistent_state_dir": str(state), **dict(extra)}
+    server = await start_server(load_config(flags, env={}, config_file=None))
+    stack.push_async_callback(server.stop)
+    return server
+
+
+async def login(stack: AsyncExitStack, server: Server, user: str) -> Api:
+    channel, _ = await open_aio_channel(Endpoint("127.0.0.1", server.api_port))
+    stack.push_async_callback(channel.close)
+    reply = await auth_pb2_grpc.AuthServiceStub(channel).Login(
+        auth_pb2.LoginRequest(username=user, password=PASSWORDS[user]))
+    return Api(server, channel, (("authorization", f"Bearer {reply.session_token}"),))
+
+
+async def destination_to(api: Api, target: Server, user: str, name: str = "dest") -> str:
+    reply = await api.destinations.CreateDestination(destinations_pb2.CreateDestinationRequest(
+        destination=destinations_pb2.Destination(
+            host="127.0.0.1", api_port=target.api_port,
+            password=destinations_pb2.PasswordCredentials(username=user,
+                                                          password=PASSWORDS[user])),
+        destination_id=name), metadata=api.auth)
+    return reply.destination.name
+
+
+async def manifest_of(api: Api, source: Path, dest: str = "") -> str:
+    M = manifests_pb2
+    made = await api.manifests.CreateManifest(M.CreateManifestRequest(manifest=M.Manifest(
+        spec=M.ManifestSpec(mappings=[M.FileMapping(source_path=str(source),
+                                                    destination_path=dest)]))),
+        metadata=api.auth)
+    done = await api.manifests.WaitManifest(M.WaitManifestRequest(name=made.manifest.name),
+                                            metadata=api.auth, timeout=60)
+    assert done.manifest.state == M.MANIFEST_STATE_COMPLETE, done.manifest.error.message
+    return done.manifest.name
+
+
+async def push(api: Api, destination: str, manifest: str, path: str,
+               **fields: object) -> transfers_pb2.Transfer:
+    T = transfers_pb2
+    created = await api.transfers.CreateTransfer(T.CreateTransferRequest(transfer=T.Transfer(
+        destination=destination, manifest=manifest, destination_path=path, **fields)),
+        metadata=api.auth)
+    return created.transfer
+
+
+async def wait_terminal(api: Api, name: str, timeout: float = 120) -> transfers_pb2.Transfer:
+    T = transfers_pb2
+    last = None
+    async for update in api.transfers.WatchTransfer(T.WatchTransferRequest(name=name),
+                                                    metadata=api.auth, timeout=timeout):
+        last = update.transfer
+    assert last is not None
+    assert last.state in (common_pb2.TRANSFER_STATE_COMPLETED, common_pb2.TRANSFER_STATE_FAILED,
+                          common_pb2.TRANSFER_STATE_CANCELLED), last
+    return last
+
+
+def owned_dir(user: str, prefix: str) -> Path:
+    """A fresh directory owned by `user` that every user can traverse to."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    base.chmod(0o755)
+    entry = pwd.getpwnam(user)
+    os.chown(base, entry.pw_uid, entry.pw_gid)
+    return base
+
+
+def chown_tree(root: Path, user: str) -> None:
+    entry = pwd.getpwnam(user)
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, entry.pw_uid, entry.pw_gid)
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int, int, str]]:
+    """Relative path -> (kind, mode, mtime_ns, sha256) for comparing two trees."""
+    out: dict[str, tuple[str, int, int, str]] = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        rel = str(path.relative_to(root))
+        if path.is_dir():
+            out[rel] = ("dir", 0, 0, "")
+        else:
+            out[rel] = ("file", info.st_mode & 0o777, info.st_mtime_ns,
+                        hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def remove(*paths: Path) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)

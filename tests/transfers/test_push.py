@@ -1,0 +1,73 @@
+"""Push transfers between two real servers over the real data channel (loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+from contextlib import AsyncExitStack
+
+import pytest
+
+from jetstream.v1 import common_pb2
+from tests.system.users import ALICE, require_root
+from tests.transfers.helpers import (
+    chown_tree,
+    destination_to,
+    login,
+    manifest_of,
+    owned_dir,
+    push,
+    remove,
+    start,
+    tree_digest,
+    wait_terminal,
+)
+
+
+@pytest.fixture
+def dirs():
+    require_root(users=True)
+    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
+    yield src, dst
+    remove(src, dst)
+
+
+def make_tree(root, *, small: int, big: int = 0) -> None:
+    (root / "tree" / "empty-dir").mkdir(parents=True)
+    (root / "tree" / "nested" / "deeper").mkdir(parents=True)
+    for i in range(small):
+        (root / "tree" / "nested" / f"f{i:04d}.bin").write_bytes(os.urandom(i * 37 % 5000))
+    (root / "tree" / "empty.txt").write_bytes(b"")
+    script = root / "tree" / "run.sh"
+    script.write_bytes(b"#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    os.utime(script, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    if big:
+        (root / "tree" / "nested" / "deeper" / "big.bin").write_bytes(os.urandom(big))
+    chown_tree(root, ALICE)
+
+
+def test_push_a_tree_arrives_identical(tmp_path, dirs):
+    src, dst = dirs
+    make_tree(src, small=200, big=24 << 20)
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            a = await start(stack, tmp_path / "a")
+            b = await start(stack, tmp_path / "b")
+            api = await login(stack, a, ALICE)
+            destination = await destination_to(api, b, ALICE)
+            manifest = await manifest_of(api, src / "tree")
+            transfer = await push(api, destination, manifest, str(dst))
+            done = await wait_terminal(api, transfer.name)
+            assert done.state == common_pb2.TRANSFER_STATE_COMPLETED, done.error
+            assert done.progress.files_done == done.progress.files_total
+            assert done.progress.bytes_done == done.progress.bytes_total
+
+    asyncio.run(main())
+    assert tree_digest(dst / "tree") == tree_digest(src / "tree")
+    alice = pwd.getpwnam(ALICE)
+    for path in [dst / "tree", *(dst / "tree").rglob("*")]:
+        assert path.lstat().st_uid == alice.pw_uid, path
+    assert not list(dst.rglob("*.part")), "no temporary files are left behind"
