@@ -131,6 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_host", _host, "", "Address the gRPC API listens on; empty means all "
             "interfaces (loopback only unless --api-allow-remote-control).", metavar="HOST"),
     Setting("api_port", _port, 8886, "TCP port of the gRPC control API.", metavar="PORT"),
+    Setting("api_socket", _optional_path, Path("/run/jetstream/api.sock"), "Unix socket for "
+            "local API access without a password: any local user may connect and acts as "
+            "themselves (the kernel says who they are). Empty: off.", metavar="FILE"),
     Setting("api_allow_remote_control", _boolean, False,
             "Let the API answer on non-loopback interfaces. Off: the API binds to loopback only."),
     Setting("api_tls_cert", _optional_path, None, "PEM certificate for the API; default: a "
@@ -147,6 +150,9 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds.", metavar="SECONDS"),
     Setting("api_disable_api_tokens", _boolean, False, "Refuse API tokens (creating and "
             "using them); password sessions still work."),
+    Setting("data_idle_timeout", _positive_float, 15.0, "Seconds without a packet from the "
+            "peer before a data channel is given up (the transfer then retries).",
+            metavar="SECONDS"),
     Setting("sandbox_dir", _text, [], "Confine every user to this directory (repeatable: "
             "the first is the root of each user's view, others appear by path). Placeholders: "
             "%u user, %d domain, %f full user name, %% a percent sign.", multiple=True,
@@ -188,6 +194,7 @@ class ServerConfig:
 
     api_host: str = ""
     api_port: int = 8886
+    api_socket: Path | None = Path("/run/jetstream/api.sock")
     api_allow_remote_control: bool = False
     api_tls_cert: Path | None = None
     api_tls_key: Path | None = None
@@ -198,6 +205,7 @@ class ServerConfig:
     api_disable_api_tokens: bool = False
     allow_plaintext_peers: bool = False
     sandbox_dir: tuple[str, ...] = ()
+    data_idle_timeout: float = 15.0
     recv_port: tuple[int, ...] = (8886,)
     recv_host: str = "0.0.0.0"
     persistent_state_dir: Path = Path("/var/lib/jetstream/state")

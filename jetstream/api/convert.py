@@ -378,6 +378,7 @@ def progress(p: Progress, *, now: float) -> transfers_pb2.TransferProgress:
         loss_ratio=p.loss_ratio,
         bytes_retransmitted=p.bytes_retransmitted,
         bytes_sent_on_wire=p.bytes_on_wire,
+        bytes_resumed=p.bytes_resumed,
         current_path=p.current_path,
         snapshot_time=timestamp(now),
     )

@@ -121,6 +121,7 @@ class Progress:
     loss_ratio: float = 0.0
     bytes_retransmitted: int = 0
     bytes_on_wire: int = 0
+    bytes_resumed: int = 0
     current_path: str = ""
 
 

@@ -51,6 +51,9 @@ class _File:
     pieces: list[tuple[int, bytes]] = field(default_factory=list)
     pending_bytes: int = 0
     written: RangeSet = field(default_factory=RangeSet)
+    """Bytes on disk (in the temporary file)."""
+    held: RangeSet = field(default_factory=RangeSet)
+    """Bytes on disk or waiting in `pieces`."""
     busy: bool = False
     ended: bool = False
     trailer: stream_records_pb2.FileTrailer | None = None
@@ -93,10 +96,9 @@ class ReceiveSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._checkpointer: asyncio.Task[None] | None = None
         self.finished = asyncio.get_running_loop().create_future()
-        self._bytes_done = incoming.progress.bytes_done
-        self._counts = {"done": incoming.progress.files_done,
-                        "failed": incoming.progress.files_failed,
-                        "skipped": incoming.progress.files_skipped}
+        self._bytes_done = 0
+        self._counts = {"done": 0, "failed": 0, "skipped": 0}
+        """Counters of this session: files retried now may have failed in an earlier one."""
         self._failures: list[tuple[str, Failure]] = []
 
     @property
@@ -162,8 +164,10 @@ class ReceiveSession:
             return
         entry.pieces.append((offset, bytes(data)))
         entry.pending_bytes += len(data)
+        entry.held.add(offset, offset + len(data))
         self.incoming = replace(self.incoming, last_receive_at=self._clock())
-        if entry.part is not None and entry.pending_bytes >= FLUSH_BYTES:
+        if entry.part is not None and (entry.pending_bytes >= FLUSH_BYTES
+                                       or entry.trailer is not None):
             self._advance(entry)
 
     # --- per-file progress -------------------------------------------------------------------
@@ -175,7 +179,7 @@ class ReceiveSession:
         if entry.skipped:
             self._drop(entry)
             return
-        complete = entry.ended and entry.trailer is not None
+        complete = entry.trailer is not None and (entry.ended or self._covered(entry))
         if entry.part is None and entry.small:
             if complete:
                 self._spawn(self._store_small(entry), entry)
@@ -185,6 +189,12 @@ class ReceiveSession:
             self._spawn(self._flush(entry), entry)
         elif entry.part is not None and complete:
             self._spawn(self._verify(entry), entry)
+
+    @staticmethod
+    def _covered(entry: _File) -> bool:
+        """Every byte written or waiting to be (a resumed file's stream never ends in the
+        data channel, since part of it came from an earlier session)."""
+        return entry.held.covers(0, entry.target.size if entry.target is not None else 0)
 
     async def _open(self, entry: _File) -> None:
         header = entry.header
@@ -217,6 +227,7 @@ class ReceiveSession:
         else:
             for start, stop in resume.ranges:  # type: ignore[union-attr]
                 entry.written.add(start, stop)
+                entry.held.add(start, stop)
         entry.busy = False
         if part is None:
             entry.skipped = True

@@ -126,6 +126,7 @@ class PushJob:
         self._next_file_id = 0
         self._progress = transfer.progress
         self._bytes_confirmed = 0
+        self._bytes_resumed = 0
         self._counts = {"done": 0, "failed": 0, "skipped": 0}
         self._first_failure: Failure | None = None
         self._current = ""
@@ -382,6 +383,7 @@ class PushJob:
             size = before.st_size
             same = held is not None and held[:2] == (size, before.st_mtime_ns)
             skip = held[2] if held is not None and same else RangeSet()
+            self._bytes_resumed += sum(stop - start for start, stop in skip)
             file_id = self._header(entry, size, before.st_mtime_ns)
             stream = records.file_stream(file_id)
             hasher = new_hasher(self._transfer.options.hash_algorithm)
@@ -456,8 +458,9 @@ class PushJob:
         previous = self._progress
         self._progress = Progress(
             bytes_total=previous.bytes_total,
-            bytes_done=max(self._bytes_confirmed,
-                           min(stats.stream_bytes_sent if stats else 0, previous.bytes_total)),
+            bytes_done=max(self._bytes_confirmed, min(
+                self._bytes_resumed + (stats.stream_bytes_sent if stats else 0),
+                previous.bytes_total)),
             files_total=previous.files_total,
             files_done=self._counts["done"],
             files_failed=self._counts["failed"],
@@ -469,6 +472,7 @@ class PushJob:
             bytes_retransmitted=stats.bytes_retransmitted if stats
             else previous.bytes_retransmitted,
             bytes_on_wire=stats.bytes_sent if stats else previous.bytes_on_wire,
+            bytes_resumed=self._bytes_resumed,
             current_path=self._current,
         )
         self._report(self._progress, status)
