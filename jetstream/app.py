@@ -13,9 +13,10 @@ import logging
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from jetstream import __version__
+from jetstream.api.localsocket import LocalSocket
 from jetstream.api.server import ApiServer, ApiServices, build_api_server
 from jetstream.auth.sessions import SessionStore
 from jetstream.config import ServerConfig, is_loopback
@@ -24,7 +25,10 @@ from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
 from jetstream.services.destinations import DestinationService
+from jetstream.services.event_queries import EventQueries
 from jetstream.services.events import EventLog
+from jetstream.services.files import FileService
+from jetstream.services.login_events import RecordingAuthenticator
 from jetstream.services.manifests import ManifestService
 from jetstream.services.sandboxes import Sandboxes
 from jetstream.services.server_info import ServerInfoService
@@ -59,6 +63,7 @@ class Server:
     receive: ReceiveService
     receive_endpoint: DataEndpoint
     udp_sockets: list[socket.socket] = field(default_factory=list)
+    local: LocalSocket | None = None
 
     @property
     def api_port(self) -> int:
@@ -66,6 +71,8 @@ class Server:
 
     async def stop(self) -> None:
         await self.api.stop(self.config.shutdown_grace)
+        if self.local is not None:
+            await self.local.stop()
         await self.transfers.stop()
         await self.receive.close()
         self.receive_endpoint.close()
@@ -97,9 +104,13 @@ async def start_server(
             receive_ports=tuple(s.getsockname()[1] for s in udp_sockets),
         )
         if authenticator is None:
-            from jetstream.auth.pam import PamAuthenticator
+            from jetstream.auth.pam import PamAuthenticator, pam_service_problem
 
+            problem = pam_service_problem()
+            if problem is not None:
+                log.warning("%s", problem)
             authenticator = PamAuthenticator()
+        authenticator = RecordingAuthenticator(authenticator, events)
         auth = AuthService(
             SessionStore(db),
             authenticator,
@@ -114,11 +125,13 @@ async def start_server(
         destinations = DestinationService(
             db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers
         )
-        receive_endpoint = DataEndpoint(udp_sockets[0], DataChannelConfig())
+        datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
+                                        keep_alive_interval=config.data_idle_timeout / 3)
+        receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
         receive = ReceiveService(IncomingStore(db), files, sandboxes, receive_endpoint)
         transfers = TransferService(TransferStore(db), destinations, manifests, events)
         sender = SenderContext(destinations, manifests, files, sandboxes,
-                               identity.server_uid, info.friendly_name)
+                               identity.server_uid, info.friendly_name, datachannel)
         transfers.start(lambda transfer, report: PushJob(transfer, report, sender))
         services = ApiServices(
             info=info,
@@ -127,13 +140,21 @@ async def start_server(
             manifests=manifests,
             transfers=transfers,
             receive=receive,
+            files=FileService(files, sandboxes),
+            sandboxes=sandboxes,
+            events=EventQueries(db),
+            local=(None if config.api_socket is None
+                   else LocalSocket(config.api_socket, auth.local_caller)),
         )
         api = await build_api_server(config, services, tls=tls, metrics=metrics)
+        if services.local is not None and not await services.local.start():
+            await services.local.stop()
+            services = replace(services, local=None)
     except BaseException:
         db.close()
         raise
     server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
-                    receive_endpoint, udp_sockets)
+                    receive_endpoint, udp_sockets, services.local)
     metrics_port = None
     if metrics is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)

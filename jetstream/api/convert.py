@@ -56,6 +56,13 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
+def timestamp_ns(nanoseconds: int) -> Timestamp:
+    """Exact to the nanosecond (a float of seconds is not: mtimes must compare equal)."""
+    ts = Timestamp()
+    ts.FromNanoseconds(nanoseconds)
+    return ts
+
+
 def server_info(info: ServerInfoService, *, now: float) -> server_pb2.ServerInfo:
     return server_pb2.ServerInfo(
         version=info.version,
@@ -275,7 +282,7 @@ def manifest_file(entry: ManifestEntry, root_prefix: str) -> manifests_pb2.Manif
         kind=_FILE_KINDS[entry.kind],
         size_bytes=entry.size,
         mode=entry.mode,
-        modify_time=timestamp(entry.mtime_ns / 1e9),
+        modify_time=timestamp_ns(entry.mtime_ns),
         symlink_target=entry.symlink_target,
     )
 

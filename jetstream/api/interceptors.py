@@ -38,6 +38,9 @@ def current_caller() -> Caller:
 Authenticate = Callable[[str, str], Awaitable[Caller]]
 """(bearer token, peer address) -> the caller, or raises Unauthenticated."""
 
+LocalCallerHook = Callable[[str], Awaitable[Caller | None]]
+"""peer address -> the caller if the call came over the local socket (api/localsocket.py)."""
+
 
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     for key, value in metadata or ():
@@ -54,10 +57,13 @@ class CallInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         authenticate: Authenticate,
         public_methods: frozenset[str],
         metrics: Metrics | None,
+        *,
+        local_caller: LocalCallerHook | None = None,
     ) -> None:
         self._authenticate = authenticate
         self._public = public_methods
         self._metrics = metrics
+        self._local_caller = local_caller
 
     async def intercept_service(
         self,
@@ -75,6 +81,11 @@ class CallInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             if public:
                 return
             token = bearer_token(context.invocation_metadata())
+            if token is None and self._local_caller is not None:
+                local = await self._local_caller(context.peer())
+                if local is not None:  # the local Unix socket: the kernel said who it is
+                    caller_var.set(local)
+                    return
             if token is None:
                 raise Unauthenticated(
                     "this call needs credentials: log in and send 'authorization: Bearer <token>'"

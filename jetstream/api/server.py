@@ -10,8 +10,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jetstream.api.interceptors import CallInterceptor
+from jetstream.api.localsocket import LocalSocket
 from jetstream.api.servicers.auth import AuthServicer
 from jetstream.api.servicers.destinations import DestinationServicer
+from jetstream.api.servicers.files import FileServicer
 from jetstream.api.servicers.manifests import ManifestServicer
 from jetstream.api.servicers.peer import PeerServicer
 from jetstream.api.servicers.server import ServerServicer
@@ -20,7 +22,10 @@ from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
 from jetstream.services.destinations import DestinationService
+from jetstream.services.event_queries import EventQueries
+from jetstream.services.files import FileService
 from jetstream.services.manifests import ManifestService
+from jetstream.services.sandboxes import Sandboxes
 from jetstream.services.server_info import ServerInfoService
 from jetstream.tls import TlsIdentity
 from jetstream.transfers.peer import ReceiveService
@@ -30,6 +35,8 @@ from jetstream.v1 import (
     auth_pb2_grpc,
     destinations_pb2,
     destinations_pb2_grpc,
+    files_pb2,
+    files_pb2_grpc,
     manifests_pb2,
     manifests_pb2_grpc,
     peer_pb2,
@@ -59,6 +66,11 @@ class ApiServices:
     manifests: ManifestService
     transfers: TransferService
     receive: ReceiveService
+    files: FileService | None = None
+    sandboxes: Sandboxes | None = None
+    events: EventQueries | None = None
+    local: LocalSocket | None = None
+    """The local Unix socket (api/localsocket.py), if enabled."""
 
 
 @dataclass
@@ -83,11 +95,19 @@ async def build_api_server(
     """A started server; `tls` None serves plaintext (the caller decided that is allowed)."""
     server = aio.server(
         interceptors=[
-            CallInterceptor(services.auth.authenticate_token, PUBLIC_METHODS, metrics)
+            CallInterceptor(
+                services.auth.authenticate_token, PUBLIC_METHODS, metrics,
+                local_caller=services.local.caller_for if services.local else None,
+            )
         ],
         options=[("grpc.so_reuseport", 0)],
     )
-    server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(services.info), server)
+    server_pb2_grpc.add_ServerServiceServicer_to_server(
+        ServerServicer(services.info, sandboxes=services.sandboxes, events=services.events),
+        server,
+    )
+    if services.files is not None:
+        files_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(services.files), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(services.auth), server)
     destinations_pb2_grpc.add_DestinationServiceServicer_to_server(
         DestinationServicer(services.destinations), server
@@ -109,6 +129,8 @@ async def build_api_server(
         manifests_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
         transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
         peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
+        *([files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name]
+          if services.files is not None else []),
     ]
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -126,5 +148,7 @@ async def build_api_server(
             port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address} for the API: {exc}") from None
+    if services.local is not None:
+        services.local.bind_grpc(server.add_insecure_port)
     await server.start()
     return ApiServer(server, health_servicer, port)

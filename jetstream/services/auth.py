@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import grp
+import pwd
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class Caller:
     token: TokenRecord
     peer: str
     principal: Principal
+    local: bool = False
+    """Authenticated by the kernel on the local Unix socket; `token` is a stand-in."""
 
     @property
     def username(self) -> str:
@@ -123,11 +126,31 @@ class AuthService:
             raise Unauthenticated("the account behind this token no longer exists") from None
         return self._caller(record, peer, principal)
 
+    async def local_caller(self, uid: int, peer: str) -> Caller:
+        """The caller behind a local-socket connection whose kernel credentials say `uid`:
+        no password and no token (see jetstream.api.localsocket)."""
+        try:
+            entry = await asyncio.to_thread(pwd.getpwuid, uid)
+            principal = await asyncio.to_thread(lookup_principal, entry.pw_name)
+        except (KeyError, NotFound):
+            raise Unauthenticated(f"uid {uid} has no account on this server") from None
+        now = self._clock()
+        record = TokenRecord(
+            token_id="", username=principal.username, kind=TokenKind.SESSION,
+            description="local socket", allowed_paths=(), read_only=False,
+            created_at=now, expires_at=now + self._session_ttl,
+        )
+        superuser = self._superusers.applies_to(principal)
+        return Caller(record, peer, dataclasses.replace(principal, is_superuser=superuser),
+                      local=True)
+
     def _caller(self, record: TokenRecord, peer: str, principal: Principal) -> Caller:
         superuser = self._superusers.applies_to(principal)
         return Caller(record, peer, dataclasses.replace(principal, is_superuser=superuser))
 
     def logout(self, caller: Caller) -> None:
+        if caller.local:
+            raise FailedPrecondition("this call came over the local socket: no session to end")
         if caller.token.kind is not TokenKind.SESSION:
             raise FailedPrecondition("this call used an API token; revoke it instead")
         self._sessions.revoke(caller.token.token_id)

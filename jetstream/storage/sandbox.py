@@ -1,31 +1,38 @@
-"""Where a user's files go: the sandbox roots a user may reach, from plain configuration.
+"""Where a user's files go: the sandbox roots a user may reach, and the user's view of them.
 
 The product's rule: a file lands at `sandbox root / transfer destination path / file path`;
-without a sandbox the root is `/`. Configuration, as the lead stores it:
+without a sandbox the root is `/`. Configuration (`SandboxRules`), as plain data:
 
-- `sandbox_dirs`: the system-wide `--sandbox-dir` list. The first is the all-users root mount
-  `""` (the product documents `--sandbox-dir /data` as `setSandboxMapping("", {"": "/data"})`),
-  the others are named by their expanded path.
-- `all_users`: mount name -> path template, for every user.
-- `users`: user name -> (mount name -> path template), for one user.
+- `sandbox_dirs`: the system-wide `--sandbox-dir` list, which *is* the all-users mapping
+  while it is given (the product documents `--sandbox-dir /data` as
+  `setSandboxMapping("", {"": "/data"})`). The first is the root of the view (mount `""`);
+  the others appear at their own path: `--sandbox-dir /srv/shared` shows as `/srv/shared`.
+- `all_users`: the all-users mapping set through the API (ignored while `sandbox_dirs` is
+  given: the command line wins).
+- `users`: user name -> that user's mapping, which *replaces* the all-users mapping for them
+  (server.proto, SandboxMapping).
 
-For a user, mounts merge in that order and a later level replaces a mount of the same name:
-`{"": "/special"}` for bob overrides the system root for bob only, `{"projects": "/projects"}`
-gives bob one more root. The mount named `""` is the default root (else the first). Templates
-take `%u` (user name without domain), `%d` (domain, empty for local users), `%f` (the full
-login name, e.g. `alice@corp`) and `%%`. A substituted value that is not a plain file name
-(`/`, `..`) refuses the user any file access instead of widening it.
+A mapping is a list of `Resource`s: a mount name and a path template. Templates take `%u`
+(user name without domain), `%d` (domain, empty for local users), `%f` (the full login name,
+e.g. `alice@corp`) and `%%`. A substituted value that is not a plain file name (`/`, `..`)
+refuses the user any file access instead of widening it.
+
+The view (`Sandbox.resolve`): the mount `""` is the root of the user's view; every other
+mount appears as a directory at `/<mount>` and hides an entry of the same name in the
+`""` root. A mount whose name has several components (`srv/shared`) makes its leading
+components (`/srv`) directories that exist in the view even where no root holds them.
+Without any root at all (no sandbox) the view is the whole file system.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jetstream.auth.principal import Principal
-from jetstream.errors import ConfigError, NotFound, PermissionDenied
-from jetstream.storage.paths import RelPath, printable
+from jetstream.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from jetstream.storage.paths import RelPath, parse_path, printable
 
 _PLACEHOLDER = re.compile(r"%(.?)", re.DOTALL)
 
@@ -33,14 +40,24 @@ _PLACEHOLDER = re.compile(r"%(.?)", re.DOTALL)
 @dataclass(frozen=True)
 class SandboxRoot:
     name: str
-    """How clients address this root; unique within a Sandbox."""
+    """The mount: where the root appears in the user's view ("" for the view's root,
+    "shared" for `/shared`, "srv/shared" for `/srv/shared`); unique within a Sandbox."""
     path: str
     """Absolute, normalised host path, trusted configuration (symlinks in it are followed)."""
+    read_only: bool = False
+    """The user may read but not write below this root."""
+    create: bool = False
+    """Create the directory, owned by the user, when first needed."""
 
     @property
     def confined(self) -> bool:
         """False only for `/`: beneath the whole file system nothing can escape."""
         return self.path != "/"
+
+    @property
+    def mount(self) -> tuple[str, ...]:
+        """`name` as view path components; () for the view's root."""
+        return tuple(self.name.split("/")) if self.name else ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,23 @@ class Location:
     def __str__(self) -> str:
         """The sandbox-relative path, as the client named it (not yet escaped)."""
         return str(self.path)
+
+
+@dataclass(frozen=True)
+class ViewPath:
+    """Where a path of the user's view lands (`Sandbox.resolve`)."""
+
+    path: RelPath
+    """The path as the user named it."""
+    location: Location | None
+    """The real place; None for a directory that exists only to hold mounts."""
+    mounts_below: tuple[str, ...] = ()
+    """Names that mounts add directly inside this path (sorted); they hide real entries."""
+
+    @property
+    def is_mount_point(self) -> bool:
+        """A sandbox root itself, or a directory holding mounts: never removed or renamed."""
+        return self.location is None or not self.location.path.parts or bool(self.mounts_below)
 
 
 @dataclass(frozen=True)
@@ -80,40 +114,126 @@ class Sandbox:
             joined = joined / path
         return Location(self.root(root), joined)
 
+    def resolve(self, path: RelPath) -> ViewPath:
+        """Place a path of the user's view: the root with the longest matching mount.
+
+        NotFound if no root holds it (possible only without a `""` root).
+        """
+        parts = path.parts
+        best: SandboxRoot | None = None
+        for root in self.roots:
+            mount = root.mount
+            if parts[: len(mount)] == mount and (best is None or len(mount) > len(best.mount)):
+                best = root
+        below = sorted({
+            root.mount[len(parts)]
+            for root in self.roots
+            if len(root.mount) > len(parts) and root.mount[: len(parts)] == parts
+        })
+        if best is None and not below:
+            raise NotFound(f"{printable(str(path))}: no such file or directory")
+        location = None if best is None else Location(best, RelPath(parts[len(best.mount):]))
+        return ViewPath(path, location, tuple(below))
+
+    def view_path(self, location: Location) -> RelPath:
+        """The inverse of `resolve`: where `location` appears in the user's view."""
+        return RelPath(location.root.mount + location.path.parts)
+
 
 UNCONFINED = Sandbox((SandboxRoot("", "/"),))
 
 
 @dataclass(frozen=True)
+class Resource:
+    """One entry of a sandbox mapping, before placeholders are expanded."""
+
+    mount: str
+    """"" (the view's root; only as a mapping's sole resource) or one path component."""
+    path: str
+    """Absolute path template, e.g. "/storage/%u"."""
+    read_only: bool = False
+    create: bool = False
+
+
+@dataclass(frozen=True)
 class SandboxRules:
-    """The sandbox configuration as plain data (the lead loads it from flags and the DB)."""
+    """The sandbox configuration as plain data (see the module docstring)."""
 
     sandbox_dirs: tuple[str, ...] = ()
-    all_users: Mapping[str, str] = field(default_factory=dict)
-    users: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    all_users: tuple[Resource, ...] = ()
+    users: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
 
     def check(self) -> None:
-        """ConfigError naming the first invalid template; call it when configuration loads."""
-        per_user = [t for mapping in self.users.values() for t in mapping.values()]
-        for template in [*self.sandbox_dirs, *self.all_users.values(), *per_user]:
+        """ConfigError naming the first invalid template or mapping."""
+        for index, template in enumerate(self.sandbox_dirs):
             check_template(template)
+            if index and _normalised(template) == "/":
+                raise ConfigError("only the first --sandbox-dir may be '/'")
+        if self.all_users:
+            check_resources(self.all_users)
+        for resources in self.users.values():
+            check_resources(resources)
+
+    def fixed_resources(self) -> tuple[Resource, ...]:
+        """`sandbox_dirs` as a mapping (mount names before expansion), for display."""
+        return tuple(
+            Resource("" if index == 0 else _normalised(template).strip("/"), template)
+            for index, template in enumerate(self.sandbox_dirs)
+        )
 
     def sandbox_for(self, principal: Principal) -> Sandbox:
         """The roots `principal` may reach; UNCONFINED when nothing applies to them."""
-        mounts: dict[str, str] = {}
-        for index, template in enumerate(self.sandbox_dirs):
-            path = expand_template(template, principal)
-            mounts["" if index == 0 else path] = path
-        mounts.update(expand_mapping(self.all_users, principal))
-        mounts.update(expand_mapping(self.users.get(principal.username, {}), principal))
-        if not mounts:
+        roots: dict[str, SandboxRoot] = {}
+        own = self.users.get(principal.username)
+        if own is None and self.sandbox_dirs:
+            for index, template in enumerate(self.sandbox_dirs):
+                path = expand_template(template, principal)
+                name = "" if index == 0 else path.strip("/")
+                roots.setdefault(name, SandboxRoot(name, path))
+        else:
+            for resource in own if own is not None else self.all_users:
+                path = expand_template(resource.path, principal)
+                roots.setdefault(resource.mount, SandboxRoot(
+                    resource.mount, path, resource.read_only, resource.create))
+        if not roots:
             return UNCONFINED
-        return Sandbox(tuple(SandboxRoot(name, path) for name, path in mounts.items()))
+        return Sandbox(tuple(roots.values()))
 
 
 def expand_mapping(mapping: Mapping[str, str], principal: Principal) -> dict[str, str]:
     """Mount name -> absolute host path for `principal` (pure; order kept)."""
     return {name: expand_template(template, principal) for name, template in mapping.items()}
+
+
+def check_resources(resources: Sequence[Resource]) -> None:
+    """ConfigError unless `resources` is a valid mapping: at least one resource, valid
+    templates, mount names that are single path components, unique, and "" only alone."""
+    if not resources:
+        raise ConfigError("a sandbox mapping needs at least one resource")
+    seen: set[str] = set()
+    for resource in resources:
+        check_template(resource.path)
+        mount = resource.mount
+        if mount == "":
+            if len(resources) > 1:
+                raise ConfigError(
+                    "the mount name '' (the root of the view) is only allowed for a mapping's "
+                    "only resource; give every resource a name"
+                )
+        elif "/" in mount:
+            raise ConfigError(f"mount name '{printable(mount)}' must not contain '/'")
+        else:
+            try:
+                parse_path(mount, what="mount name")
+            except InvalidArgument as exc:
+                raise ConfigError(str(exc)) from None
+        if mount in seen:
+            raise ConfigError(f"two resources share the mount name '{printable(mount)}'")
+        seen.add(mount)
+
+
+def _normalised(template: str) -> str:
+    return "/" + "/".join(part for part in template.split("/") if part not in ("", "."))
 
 
 def check_template(template: str) -> None:

@@ -41,6 +41,7 @@ import io
 import logging
 import os
 import platform
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -62,7 +63,7 @@ from jetstream.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from jetstream.storage.paths import MAX_NAME_BYTES, printable
+from jetstream.storage.paths import MAX_NAME_BYTES, RelPath, printable
 from jetstream.storage.sandbox import Location, SandboxRoot
 
 DEFAULT_FILE_MODE = 0o644
@@ -243,7 +244,9 @@ class UserFS:
         if future.cancelled() or future.exception() is not None:
             return
         result = future.result()
-        if isinstance(result, _Closeable):
+        if isinstance(result, PartFile) and result.resumed:
+            result.detach()  # a resumable partial file stays for the next attempt
+        elif isinstance(result, _Closeable):
             self._pool.submit(_as_user, principal, result.close).add_done_callback(_log_failure)
 
     def close(self) -> None:
@@ -358,6 +361,10 @@ class Entry:
     mode: int
     """Permission and special bits (mode & 0o7777)."""
     mtime_ns: int
+    uid: int = -1
+    gid: int = -1
+    target: str = ""
+    """What a symlink points to (as stored, not resolved); "" for everything else."""
 
 
 @dataclass(frozen=True)
@@ -367,19 +374,29 @@ class DirPage:
     """Pass as `after` to get the next page; None when this page is the last."""
 
 
-def _entry(name: str, info: os.stat_result) -> Entry:
+def _entry(name: str, info: os.stat_result, dir_fd: int | None = None) -> Entry:
+    """`dir_fd`: the directory holding `name`, to read a symlink's target from."""
     mode = info.st_mode
+    target = ""
     if S_ISREG(mode):
         kind = "file"
     elif S_ISDIR(mode):
         kind = "directory"
+    elif S_ISLNK(mode):
+        kind = "symlink"
+        if dir_fd is not None:
+            try:
+                target = os.readlink(name, dir_fd=dir_fd)
+            except OSError:
+                target = ""  # replaced meanwhile
     else:
-        kind = "symlink" if S_ISLNK(mode) else "other"
-    return Entry(name, kind, info.st_size, S_IMODE(mode), info.st_mtime_ns)
+        kind = "other"
+    return Entry(name, kind, info.st_size, S_IMODE(mode), info.st_mtime_ns,
+                 info.st_uid, info.st_gid, target)
 
 
 def stat(loc: Location) -> Entry:
-    """The entry at `loc`, not following a final symlink."""
+    """The entry at `loc`, not following a final symlink (a link's target is in `target`)."""
     _require_user()
     if not loc.path.parts:
         fd = _open_dir(loc.root, ())
@@ -388,7 +405,8 @@ def stat(loc: Location) -> Entry:
         finally:
             os.close(fd)
     with _parent(loc) as parent, _errors_for(loc):
-        return _entry(loc.path.name, os.stat(loc.path.name, dir_fd=parent, follow_symlinks=False))
+        name = loc.path.name
+        return _entry(name, os.stat(name, dir_fd=parent, follow_symlinks=False), parent)
 
 
 def list_dir(loc: Location, *, after: str | None = None, limit: int = 1000) -> DirPage:
@@ -411,7 +429,8 @@ def list_dir(loc: Location, *, after: str | None = None, limit: int = 1000) -> D
             entries = []
             for name in names[:limit]:
                 try:
-                    entries.append(_entry(name, os.stat(name, dir_fd=fd, follow_symlinks=False)))
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    entries.append(_entry(name, info, fd))
                 except FileNotFoundError:
                     continue  # removed since it was listed
     finally:
@@ -513,13 +532,56 @@ def create_part(
                 else:
                     raise FileExistsError(errno.EEXIST, "exists")
             temp = _part_name(loc.path.name)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temp, flags, 0o600, dir_fd=parent)
         return PartFile(loc, os.dup(parent), fd, temp, mode & 0o777, overwrite)
 
 
-def _part_name(name: str) -> str:
-    suffix = f".jetstream-{secrets.token_hex(8)}.part"
+def open_part(
+    loc: Location, temp_name: str, *, overwrite: bool = False, mode: int = DEFAULT_FILE_MODE
+) -> PartFile:
+    """Reopen the temporary file `temp_name` of an interrupted `create_part(loc)`, to resume.
+
+    Only a file this module made for `loc` is accepted: the name must have the shape
+    `create_part` gives (`.<name>.jetstream-<16 hex>.part` for `loc`'s name), and it must be
+    a regular file (not a link, FIFO or device), owned by the user, with one link (a hard
+    link could be another file of the user's, e.g. their ~/.ssh/authorized_keys).
+    NotFound if it is gone (start over with `create_part`); FailedPrecondition otherwise.
+    `PartFile.size()` says how much it holds; data beyond the last `sync` may be lost.
+    """
+    _require_user()
+    principal = _state.principal
+    assert principal is not None
+    match = _PART_SUFFIX.search(temp_name)
+    if match is None or temp_name != _part_name(loc.path.name, match.group(1)):
+        raise InvalidArgument(
+            f"{printable(temp_name)} is not a partial file name for {printable(str(loc))}"
+        )
+    with _parent(loc) as parent:
+        partial = Location(loc.root, loc.path.parent / RelPath((temp_name,)))
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+        with _errors_for(partial):
+            fd = os.open(temp_name, flags, dir_fd=parent)
+        try:
+            info = os.fstat(fd)
+            if not S_ISREG(info.st_mode) or info.st_uid != principal.uid or info.st_nlink != 1:
+                raise FailedPrecondition(
+                    f"{printable(str(partial))} is not a partial file jetstream made for you "
+                    "(not a regular file, another owner, or more than one link)"
+                )
+            os.set_blocking(fd, True)
+            return PartFile(loc, os.dup(parent), fd, temp_name, mode & 0o777, overwrite,
+                            resumed=True)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+_PART_SUFFIX = re.compile(r"\.jetstream-([0-9a-f]{16})\.part\Z")
+
+
+def _part_name(name: str, token: str | None = None) -> str:
+    suffix = f".jetstream-{token or secrets.token_hex(8)}.part"
     stem = name.encode()[: MAX_NAME_BYTES - 1 - len(suffix)].decode(errors="ignore")
     return f".{stem}{suffix}"
 
@@ -530,20 +592,65 @@ class PartFile:
     The directory fd is held from `create_part` to `commit`, so the file lands where it was
     checked even if a directory on the path is renamed or replaced by a link meanwhile.
     Every method runs as the user (UserFS.run or user_credentials): writes as root would
-    bypass the user's disk quota. `fd` is public for zero-copy writers on such a thread.
-    Holds two fds until `commit` or `close` (alias `abort`): always call one of them.
+    bypass the user's disk quota. `fd` (read-write) is public for zero-copy writers on such
+    a thread. Holds two fds until `commit`, `close` (alias `abort`) or `detach`: always call
+    one of them. `detach` keeps the temporary file for `open_part` to resume later.
     """
 
     def __init__(
-        self, loc: Location, dir_fd: int, fd: int, temp_name: str, mode: int, overwrite: bool
+        self,
+        loc: Location,
+        dir_fd: int,
+        fd: int,
+        temp_name: str,
+        mode: int,
+        overwrite: bool,
+        *,
+        resumed: bool = False,
     ) -> None:
         self.location = loc
         self.fd = fd
         self.temp_name = temp_name
+        self.resumed = resumed
+        """Reopened by `open_part`: a cancelled `UserFS.run` detaches it instead of aborting."""
         self._dir_fd = dir_fd
         self._mode = mode
         self._overwrite = overwrite
         self._open = True
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def size(self) -> int:
+        """Current size of the temporary file in bytes."""
+        self._check_open()
+        return os.fstat(self.fd).st_size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer at the end), e.g. to verify a resume."""
+        self._check_open()
+        chunks: list[bytes] = []
+        with _errors_for(self.location):
+            while length > 0:
+                chunk = os.pread(self.fd, length, offset)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                offset, length = offset + len(chunk), length - len(chunk)
+        return b"".join(chunks)
+
+    def sync(self) -> None:
+        """fdatasync: everything written so far survives a crash (for resume checkpoints)."""
+        self._check_open()
+        with _errors_for(self.location):
+            os.fdatasync(self.fd)
+
+    def detach(self) -> None:
+        """Close the fds but keep the temporary file (pause, shutdown); `open_part(location,
+        temp_name)` resumes it. Does nothing once committed, aborted or detached."""
+        if self._open:
+            self._release()
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         """Write all of `data` at `offset` (ENOSPC -> ResourceExhausted naming the file)."""

@@ -82,8 +82,8 @@ class ReceiveService:
     async def open(self, caller: Caller, request: OpenRequest) -> OpenedSession:
         if caller.token.read_only:
             raise PermissionDenied("a read-only token cannot receive transfers")
-        location = self._sandboxes.view_for(caller).locate(
-            request.destination_path, write=True, what="destination_path")
+        location = await self._sandboxes.locate_for(
+            caller, request.destination_path, write=True, what="destination_path")
         incoming = self._store.find(request.sender_uid, request.sender_transfer)
         resumed = incoming is not None
         progress = Progress(bytes_total=request.bytes_total, files_total=request.files_total)

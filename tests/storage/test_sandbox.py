@@ -9,8 +9,12 @@ from jetstream.errors import ConfigError, NotFound, PermissionDenied
 from jetstream.storage.paths import parse_path
 from jetstream.storage.sandbox import (
     UNCONFINED,
+    Location,
+    Resource,
+    Sandbox,
     SandboxRoot,
     SandboxRules,
+    check_resources,
     check_template,
     expand_mapping,
     expand_template,
@@ -75,29 +79,33 @@ def test_no_rules_means_unconfined():
     assert location.root.path == "/" and str(location) == "/file.txt"
 
 
-def test_system_dirs_then_all_users_then_per_user():
+def test_sandbox_dirs_are_the_all_users_mapping_and_per_user_replaces_it():
     rules = SandboxRules(
-        sandbox_dirs=("/data/%u", "/shared"),
-        all_users={"scratch": "/scratch/%u"},
-        users={"bob": {"": "/special/bob", "projects": "/projects"}},
+        sandbox_dirs=("/data/%u", "/srv/shared"),
+        all_users=(Resource("scratch", "/scratch/%u"),),  # shadowed by --sandbox-dir
+        users={"bob": (Resource("", "/special/bob"),)},
     )
     alice = rules.sandbox_for(ALICE)
     assert [(r.name, r.path) for r in alice.roots] == [
         ("", "/data/alice"),
-        ("/shared", "/shared"),
-        ("scratch", "/scratch/alice"),
+        ("srv/shared", "/srv/shared"),
     ]
     bob = rules.sandbox_for(person("bob"))
-    assert bob.root() == SandboxRoot("", "/special/bob")
-    assert bob.root("projects").path == "/projects"
-    assert [r.name for r in bob.roots] == ["", "/shared", "scratch", "projects"]
+    assert bob.roots == (SandboxRoot("", "/special/bob"),)
+    assert [r.mount for r in rules.fixed_resources()] == ["", "srv/shared"]
 
 
-def test_default_root_is_the_unnamed_mount_else_the_first():
-    rules = SandboxRules(users={"alice": {"work": "/work/%u", "": "/home/%u"}})
-    assert rules.sandbox_for(ALICE).root().path == "/home/alice"
-    rules = SandboxRules(users={"alice": {"work": "/work/%u", "home": "/home/%u"}})
-    assert rules.sandbox_for(ALICE).root().path == "/work/alice"
+def test_stored_all_users_mapping_applies_without_sandbox_dirs():
+    rules = SandboxRules(
+        all_users=(Resource("home", "/home/%u", create=True),
+                   Resource("shared", "/srv/shared", read_only=True)),
+    )
+    alice = rules.sandbox_for(ALICE)
+    assert alice.roots == (
+        SandboxRoot("home", "/home/alice", create=True),
+        SandboxRoot("shared", "/srv/shared", read_only=True),
+    )
+    assert alice.root().path == "/home/alice"  # no "" mount: the first
 
 
 def test_unknown_root_name():
@@ -113,7 +121,113 @@ def test_locate_follows_the_product_rule():
     assert str(location) == "/repository1/mnt/data/file.txt"
 
 
-def test_check_reports_any_bad_template():
-    SandboxRules(sandbox_dirs=("/data/%u",), users={"bob": {"": "/b/%d"}}).check()
+def test_check_reports_any_bad_template_or_mapping():
+    SandboxRules(sandbox_dirs=("/data/%u",), users={"bob": (Resource("", "/b/%d"),)}).check()
     with pytest.raises(ConfigError):
-        SandboxRules(users={"bob": {"": "relative/%u"}}).check()
+        SandboxRules(users={"bob": (Resource("", "relative/%u"),)}).check()
+    with pytest.raises(ConfigError, match="first --sandbox-dir"):
+        SandboxRules(sandbox_dirs=("/data", "/")).check()
+
+
+@pytest.mark.parametrize(
+    ("resources", "problem"),
+    [
+        ((), "at least one"),
+        ((Resource("", "/a"), Resource("b", "/b")), "only resource"),
+        ((Resource("a/b", "/a"),), "must not contain '/'"),
+        ((Resource("..", "/a"),), "not allowed"),
+        ((Resource("x", "/a"), Resource("x", "/b")), "share the mount name"),
+        ((Resource("x", "/a/%q"),), "unknown placeholder"),
+        ((Resource("x", "a"),), "absolute"),
+    ],
+)
+def test_check_resources_refuses(resources, problem):
+    with pytest.raises(ConfigError, match=problem):
+        check_resources(resources)
+
+
+def view(*roots: SandboxRoot) -> Sandbox:
+    return Sandbox(roots)
+
+
+def test_resolve_named_mounts_without_a_view_root():
+    box = view(SandboxRoot("home", "/h/alice"), SandboxRoot("shared", "/srv/shared"))
+    top = box.resolve(parse_path("/"))
+    assert top.location is None and top.mounts_below == ("home", "shared")
+    assert top.is_mount_point
+    inside = box.resolve(parse_path("/shared/a/b"))
+    assert inside.location == Location(box.roots[1], parse_path("a/b"))
+    assert not inside.is_mount_point
+    assert box.resolve(parse_path("/home")).is_mount_point
+    with pytest.raises(NotFound):
+        box.resolve(parse_path("/elsewhere/x"))
+    assert box.view_path(inside.location) == parse_path("/shared/a/b")
+
+
+def test_resolve_view_root_with_nested_mounts():
+    box = view(SandboxRoot("", "/data/alice"), SandboxRoot("srv/shared", "/srv/shared"),
+               SandboxRoot("srv/shared/deep", "/deep"))
+    top = box.resolve(parse_path("/"))
+    assert top.location == Location(box.roots[0], parse_path("", empty_is_root=True))
+    assert top.mounts_below == ("srv",)
+    srv = box.resolve(parse_path("/srv"))
+    assert srv.location is not None and srv.location.root.name == ""
+    assert srv.mounts_below == ("shared",) and srv.is_mount_point
+    deep = box.resolve(parse_path("/srv/shared/deep/x"))
+    assert deep.location == Location(box.roots[2], parse_path("x"))
+    plain = box.resolve(parse_path("/docs/a.txt"))
+    assert plain.location == Location(box.roots[0], parse_path("docs/a.txt"))
+    assert not plain.is_mount_point
+
+
+def caller_view(allowed: tuple[str, ...] = (), read_only: bool = False,
+                sandbox: Sandbox | None = None):
+    from jetstream.auth.sessions import TokenKind, TokenRecord
+    from jetstream.services.auth import Caller
+    from jetstream.services.sandboxes import Sandboxes
+
+    token = TokenRecord("t", "alice", TokenKind.API, "", allowed, read_only, 0.0, 1.0)
+    view = Sandboxes(SandboxRules()).view_for(Caller(token, "test", ALICE))
+    if sandbox is not None:
+        from dataclasses import replace
+
+        view = replace(view, sandbox=sandbox)
+    return view
+
+
+def test_allowed_paths_match_whole_components_and_read_only_refuses_writes():
+    view = caller_view(("/proj", "/data/in/"))
+    for ok in ("/proj", "/proj/a/b", "proj/x", "/data/in", "/data/in/f"):
+        view.resolve(ok, write=True)
+    for refused in ("/", "/projects", "/pro", "/data", "/data/inbox"):
+        with pytest.raises(PermissionDenied, match="outside the paths"):
+            view.resolve(refused, write=False)
+    read_only = caller_view(read_only=True)
+    assert read_only.locate("/etc", write=False).path == parse_path("/etc")
+    with pytest.raises(PermissionDenied, match="read-only"):
+        read_only.resolve("/tmp/x", write=True)
+
+
+def test_unusable_allowed_paths_allow_nothing():
+    view = caller_view(("../escape", "a//b"))
+    assert view.restricted and view.allowed == ()
+    with pytest.raises(PermissionDenied):
+        view.resolve("/", write=False)
+
+
+def test_view_refusals_for_mount_only_directories_and_read_only_resources():
+    box = Sandbox((SandboxRoot("home", "/h/alice"), SandboxRoot("ro", "/srv", read_only=True)))
+    view = caller_view(sandbox=box)
+    from jetstream.errors import FailedPrecondition
+
+    with pytest.raises(FailedPrecondition, match="only holds"):
+        view.locate("/", write=False)
+    with pytest.raises(PermissionDenied, match="only holds"):
+        view.locate("/", write=True)
+    with pytest.raises(PermissionDenied, match="read-only resource"):
+        view.locate("/ro/x", write=True)
+    assert view.locate("/ro/x", write=False) == Location(box.roots[1], parse_path("x"))
+    with pytest.raises(NotFound):
+        view.locate("/nope", write=False)
+    with pytest.raises(PermissionDenied, match="not in your sandbox"):
+        view.locate("/nope", write=True)

@@ -514,3 +514,120 @@ def test_without_a_sandbox_directory_links_are_followed(fs, bob, tree):
     run(write(fs, bob, UNCONFINED.locate(parse_path(f"{tree.base}/via-link/f.txt")), b"ok"))
     assert (real / "f.txt").read_bytes() == b"ok"
     assert not UNCONFINED.root().confined
+
+
+def test_a_detached_part_resumes_with_open_part_and_commits(fs, bob, tree):
+    target = tree.at("d/resumed.bin")
+
+    async def scenario() -> None:
+        part = await fs.run(bob, userfs.create_part, target, mode=0o640)
+        await fs.run(bob, part.write_at, b"first half|", 0)
+        await fs.run(bob, part.sync)
+        temp = part.temp_name
+        await fs.run(bob, part.detach)
+        assert not part.is_open
+        await fs.run(bob, part.detach)  # repeatable
+        await fs.run(bob, part.close)  # a no-op once detached: the file stays
+        assert (tree.sandbox / "d" / temp).read_bytes() == b"first half|"
+        assert not (tree.sandbox / "d" / "resumed.bin").exists()
+
+        again = await fs.run(bob, userfs.open_part, target, temp, mode=0o640)
+        assert again.resumed and again.temp_name == temp
+        assert await fs.run(bob, again.size) == len(b"first half|")
+        assert await fs.run(bob, again.read_at, 0, 5) == b"first"
+        assert await fs.run(bob, again.read_at, 6, 100) == b"half|"
+        await fs.run(bob, again.write_at, b"second half", len(b"first half|"))
+        await fs.run(bob, again.commit)
+
+    run(scenario())
+    final = tree.sandbox / "d" / "resumed.bin"
+    assert final.read_bytes() == b"first half|second half"
+    info = final.stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (bob.uid, 0o640)
+    assert sorted(os.listdir(tree.sandbox / "d")) == ["inner", "resumed.bin"]
+
+
+def test_open_part_accepts_only_our_partial_files(fs, bob, alice, tree):
+    target = tree.at("d/t.bin")
+    folder = tree.sandbox / "d"
+    token = "0123456789abcdef"
+    ours = f".t.bin.jetstream-{token}.part"
+
+    def make(name: str, owner: Principal, data: bytes = b"x") -> Path:
+        path = folder / name
+        path.write_bytes(data)
+        chown(path, owner)
+        return path
+
+    async def refused(name: str) -> type[BaseException]:
+        with pytest.raises(JetstreamError) as info:
+            await fs.run(bob, userfs.open_part, target, name)
+        return type(info.value)
+
+    async def scenario() -> None:
+        # Names that are not the shape create_part gives for this target.
+        for name in ("t.bin", ".t.bin.part", f".other.jetstream-{token}.part",
+                     f".t.bin.jetstream-{token[:-1]}.part", f"../.t.bin.jetstream-{token}.part",
+                     f".t.bin.jetstream-{token.upper()}.part"):
+            assert await refused(name) is InvalidArgument, name
+        assert await refused(ours) is NotFound  # right shape, but gone
+        # A link, a FIFO, someone else's file, a hard link: never reopened.
+        (folder / ours).symlink_to(tree.secret / "root-only.txt")
+        assert issubclass(await refused(ours), PathEscape | PermissionDenied)
+        (folder / ours).unlink()
+        os.mkfifo(folder / ours)
+        chown(folder / ours, bob)
+        assert await refused(ours) is FailedPrecondition
+        (folder / ours).unlink()
+        make(ours, alice).chmod(0o666)
+        assert await refused(ours) is FailedPrecondition
+        (folder / ours).unlink()
+        mine = make("precious.txt", bob, b"keep me")
+        os.link(mine, folder / ours)
+        assert await refused(ours) is FailedPrecondition
+        (folder / ours).unlink()
+        make(ours, bob, b"resume me")
+        part = await fs.run(bob, userfs.open_part, target, ours)
+        assert await fs.run(bob, part.size) == 9
+        await fs.run(bob, part.close)  # abort removes it
+        assert not (folder / ours).exists()
+
+    run(scenario())
+    assert (folder / "precious.txt").read_bytes() == b"keep me"
+    assert (tree.secret / "root-only.txt").read_text() == "root's secret\n"
+
+
+def test_a_cancelled_open_part_keeps_the_partial_file(fs, bob, tree):
+    folder = tree.sandbox / "d"
+    name = ".keep.bin.jetstream-00000000000000aa.part"
+    (folder / name).write_bytes(b"partial")
+    chown(folder / name, bob)
+
+    def slow_open(loc: Location, temp: str) -> userfs.PartFile:
+        time.sleep(0.3)
+        return userfs.open_part(loc, temp)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(fs.run(bob, slow_open, tree.at("d/keep.bin"), name))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    run(scenario())
+    assert (folder / name).read_bytes() == b"partial"
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_entries_carry_owner_and_link_targets(fs, bob, tree):
+    async def scenario() -> None:
+        link = await fs.run(bob, userfs.stat, tree.at("passwd"))
+        assert (link.kind, link.target, link.uid) == ("symlink", "/etc/passwd", bob.uid)
+        page = await fs.run(bob, userfs.list_dir, tree.at("/"))
+        by_name = {e.name: e for e in page.entries}
+        assert by_name["out"].target == "/" and by_name["d"].target == ""
+        assert by_name["d"].gid == bob.gid
+
+    run(scenario())

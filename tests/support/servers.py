@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,5 +74,12 @@ class ServerProcess:
 
 
 def free_port_args() -> list[str]:
-    """Let the kernel choose every port, so tests run side by side."""
-    return ["--api-port", "0", "--recv-port", "0", "--metrics-port", "0"]
+    """Let the kernel choose every port, so tests run side by side (and no shared socket)."""
+    return ["--api-port", "0", "--recv-port", "0", "--metrics-port", "0", "--api-socket", ""]
+
+
+def unused_tcp_port() -> int:
+    """A port free now, for a server that must come back on the same port after a restart."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -32,7 +32,6 @@ from tests.system.users import PASSWORDS
 
 @dataclass
 class Api:
-    server: Server
     channel: aio.Channel
     auth: tuple[tuple[str, str], ...]
 
@@ -57,18 +56,23 @@ async def start(stack: AsyncExitStack, state: Path, *extra: tuple[str, object]) 
     return server
 
 
-async def login(stack: AsyncExitStack, server: Server, user: str) -> Api:
-    channel, _ = await open_aio_channel(Endpoint("127.0.0.1", server.api_port))
+def _port(server: Server | int) -> int:
+    return server if isinstance(server, int) else server.api_port
+
+
+async def login(stack: AsyncExitStack, server: Server | int, user: str) -> Api:
+    """A session at a server (in-process, or a process given by its API port)."""
+    channel, _ = await open_aio_channel(Endpoint("127.0.0.1", _port(server)))
     stack.push_async_callback(channel.close)
     reply = await auth_pb2_grpc.AuthServiceStub(channel).Login(
         auth_pb2.LoginRequest(username=user, password=PASSWORDS[user]))
-    return Api(server, channel, (("authorization", f"Bearer {reply.session_token}"),))
+    return Api(channel, (("authorization", f"Bearer {reply.session_token}"),))
 
 
-async def destination_to(api: Api, target: Server, user: str, name: str = "dest") -> str:
+async def destination_to(api: Api, target: Server | int, user: str, name: str = "dest") -> str:
     reply = await api.destinations.CreateDestination(destinations_pb2.CreateDestinationRequest(
         destination=destinations_pb2.Destination(
-            host="127.0.0.1", api_port=target.api_port,
+            host="127.0.0.1", api_port=_port(target),
             password=destinations_pb2.PasswordCredentials(username=user,
                                                           password=PASSWORDS[user])),
         destination_id=name), metadata=api.auth)

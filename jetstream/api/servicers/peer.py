@@ -47,7 +47,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         for held in self._receive.received(current_caller(), request.session_id):
             yield P.QueryReceivedStateResponse(file=P.ReceivedFileState(
                 path=held.path, exists=True, complete=False, size_bytes=held.size,
-                modify_time=convert.timestamp(held.mtime_ns / 1e9),
+                modify_time=convert.timestamp_ns(held.mtime_ns),
                 received_ranges=[common_pb2.ByteRange(offset=a, length=b - a)
                                  for a, b in held.ranges]))
 

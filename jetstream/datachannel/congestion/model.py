@@ -1,0 +1,330 @@
+"""The default rate controller: a path model (bottleneck rate, min RTT), BBR-style.
+
+What it believes (docs/protocol.md section 9):
+
+* The path is a pipe of rate ``btlbw`` (windowed max of delivery-rate samples over 10 rounds)
+  and delay ``min_rtt`` (windowed min over 10 s). Pacing at ``btlbw`` fills it without a
+  queue; ``cwnd = 2 * btlbw * min_rtt`` only guards against ACK aggregation. The pacing
+  gain cycles (1.25, 0.75, then 1 for six rounds) to find spare capacity and give it back.
+* A random loss is not congestion. Its rate is measured on the packets sent while draining
+  (pacing below ``btlbw`` and seeing no queue, so they cannot have overflowed one) and
+  compensated: the link is taken to carry ``btlbw / (1 - random_loss)``, otherwise a path
+  with 5 % loss would only be used at 95 %. Loss above that rate while probing ends the
+  probe at once, which caps the loss we cause ourselves.
+* A standing queue is congestion. A round whose lowest RTT exceeds ``min_rtt`` by the
+  policy's target means the flows sharing the bottleneck send more than it carries. From
+  then on a *share rate* replaces ``btlbw`` and the gain cycle in PROBE_BW: on each such
+  round it drops below what the flow was actually delivered, by enough to drain the queue
+  to half the target within a round trip; otherwise it grows by steps of 4, 8, 16... (at
+  most 256) packets per round trip, the same steps for every flow. The decrease is
+  proportional to the rate and the increase is not, which makes competing flows converge
+  to equal shares (Chiu & Jain); a max filter alone keeps whatever split the flows started
+  with. FAIR targets a queue of ``min_rtt / 8``; LOW_PRIORITY targets a quarter of that
+  and halves its share on each excess, so it yields to any fair flow, like LEDBAT.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from jetstream.datachannel.congestion.base import (
+    AckSample,
+    CongestionController,
+    RatePolicy,
+    register_congestion_control,
+)
+
+STARTUP_GAIN = 2.885  # 2/ln(2): doubles the delivery rate every round
+STARTUP_CWND_GAIN = 2.0  # bounds the startup overshoot to about one BDP of queue
+DRAIN_GAIN = 1 / STARTUP_GAIN
+CWND_GAIN = 2.0
+PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+BW_WINDOW_ROUNDS = 10
+MIN_RTT_WINDOW = 10.0
+PROBE_RTT_DURATION = 0.2
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+MIN_CWND_PACKETS = 4
+QUEUE_FRACTION = 0.125
+QUEUE_MIN = 0.002
+"""FAIR's queue target: max(QUEUE_MIN, QUEUE_FRACTION * min_rtt) of standing queue."""
+LOW_PRIORITY_QUEUE_SHARE = 0.25
+"""LOW_PRIORITY's queue target, relative to FAIR's."""
+SHARE_DECREASE = {RatePolicy.FAIR: 0.05, RatePolicy.LOW_PRIORITY: 0.5}
+SHARE_STEP_PACKETS = 4
+"""First additive step of the share rate, in packets per round trip."""
+SHARE_STEP_DOUBLINGS = 6
+SHARE_RELEASE = 1.1
+"""Once the share rate exceeds the model's rate by this factor the queue is gone for good:
+pacing returns to the model, whose samples now come from the shared period."""
+SHARE_HOLD_ROUNDS = 2
+"""Rounds a decrease needs before the queue shows its effect."""
+PROBE_LOSS_MARGIN = 0.02
+"""A probe ends early when its loss exceeds the path's random loss by this much."""
+MAX_LOSS_COMPENSATION = 0.25
+"""Random loss above this is not compensated: the flow then gets less than the link."""
+LOSS_SAMPLE_DECAY = 0.97
+"""Per round: the random-loss estimate looks back over a few drain phases."""
+
+
+class ModelController(CongestionController):
+    """BBR-like model-based rate control honouring `RateLimits` (FAIR and LOW_PRIORITY)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cwnd = self.initial_window * self.max_datagram_size
+        self.pacing_rate = self.limits.clamp(STARTUP_GAIN * self.cwnd / self.initial_rtt)
+        self.mode = "startup"
+        self.btlbw = 0.0
+        self._bw_rounds: list[tuple[int, float]] = []
+        self.min_rtt = math.inf
+        self._min_rtt_stamp = 0.0
+        self._latest_rtt = 0.0
+        self._round = 0
+        self._next_round_delivered = 0
+        self._round_min_rtt = math.inf
+        self._pacing_gain = STARTUP_GAIN
+        self._cwnd_gain = STARTUP_CWND_GAIN
+        self._full_bw = 0.0
+        self._full_bw_rounds = 0
+        self._filled_pipe = False
+        self._cycle_index = 0
+        self._cycle_stamp = 0.0
+        self._phase_acked = 0
+        self._phase_lost = 0
+        self._probe_rtt_done: float | None = None
+        self._tagged_lost = 0.0
+        self._tagged_total = 0.0
+        """Decayed byte counts of packets sent while draining: their loss is random."""
+        self.share_rate = math.inf
+        """Pacing base from queue feedback (bytes/s); infinite until a standing queue."""
+        self._share_step = 0
+        self._share_hold = 0
+        """Rounds to wait before judging the queue again: a decrease shows one round late."""
+        self._delivery_rate = 0.0
+
+    @property
+    def state(self) -> str:
+        return self.mode
+
+    # --- hooks ---------------------------------------------------------------------------
+
+    def on_ack(self, *, now: float, sample: AckSample) -> None:
+        rtt = sample.rtt
+        if rtt is not None:
+            self._on_rtt(now, rtt)
+        if (sample.tagged_acked_bytes or sample.tagged_lost_bytes) and not self._queued(
+            self._latest_rtt
+        ):
+            self._tagged_lost += sample.tagged_lost_bytes
+            self._tagged_total += sample.tagged_acked_bytes + sample.tagged_lost_bytes
+        self._phase_acked += sample.acked_bytes
+        self._phase_lost += sample.lost_bytes
+        rate = sample.delivery_rate
+        if rate > 0 and (not sample.app_limited or rate >= self.btlbw):
+            self._delivery_rate = rate
+            self._update_bw(rate)
+        if sample.acked_bytes and sample.packet_delivered >= self._next_round_delivered:
+            self._next_round_delivered = sample.delivered
+            self._round += 1
+            self._on_round_end()
+        self._advance_mode(now, sample.bytes_in_flight)
+        self._set_controls(sample.acked_bytes)
+
+    def on_packets_lost(
+        self, *, now: float, lost_bytes: int, tagged_lost_bytes: int, bytes_in_flight: int
+    ) -> None:
+        if not self._queued(self._latest_rtt):
+            self._tagged_lost += tagged_lost_bytes
+            self._tagged_total += tagged_lost_bytes
+        self._phase_lost += lost_bytes
+
+    def on_persistent_congestion(self, *, now: float) -> None:
+        self.cwnd = MIN_CWND_PACKETS * self.max_datagram_size
+
+    def log_data(self) -> dict[str, float | str]:
+        return {
+            "mode": self.mode,
+            "btlbw": self.btlbw,
+            "min_rtt": self.min_rtt,
+            "pacing_gain": self._pacing_gain,
+            "random_loss": self.random_loss,
+            "share_rate": self.share_rate,
+        }
+
+    # --- model ---------------------------------------------------------------------------
+
+    @property
+    def random_loss(self) -> float:
+        """Estimated loss rate that sending more or less does not change."""
+        if self._tagged_total < 64 * self.max_datagram_size:
+            return 0.0
+        return self._tagged_lost / self._tagged_total
+
+    def _bw(self) -> float:
+        """The bottleneck rate in bytes sent per second, random loss included."""
+        return self.btlbw / (1 - min(self.random_loss, MAX_LOSS_COMPENSATION))
+
+    def _queue_target(self) -> float:
+        target = max(QUEUE_MIN, QUEUE_FRACTION * self.min_rtt)
+        if self.limits.policy is RatePolicy.LOW_PRIORITY:
+            target *= LOW_PRIORITY_QUEUE_SHARE
+        return target
+
+    def _queued(self, rtt: float) -> bool:
+        """``rtt`` carries more queueing delay than the policy tolerates."""
+        return rtt > self.min_rtt + self._queue_target()
+
+    def _on_rtt(self, now: float, rtt: float) -> None:
+        self._latest_rtt = rtt
+        if rtt < self._round_min_rtt:
+            self._round_min_rtt = rtt
+        expired = now - self._min_rtt_stamp > MIN_RTT_WINDOW
+        if rtt <= self.min_rtt or expired:
+            self.min_rtt = rtt
+            self._min_rtt_stamp = now
+            if expired and self.mode not in ("startup", "probe_rtt"):
+                self.mode = "probe_rtt"
+                self._probe_rtt_done = None
+
+    def _update_bw(self, rate: float) -> None:
+        rounds = self._bw_rounds
+        if rounds and rounds[-1][0] == self._round:
+            if rate <= rounds[-1][1]:
+                return
+            rounds[-1] = (self._round, rate)
+        else:
+            rounds.append((self._round, rate))
+            while rounds[0][0] <= self._round - BW_WINDOW_ROUNDS:
+                del rounds[0]
+        self.btlbw = max(value for _, value in rounds)
+
+    def _on_round_end(self) -> None:
+        self._tagged_lost *= LOSS_SAMPLE_DECAY
+        self._tagged_total *= LOSS_SAMPLE_DECAY
+        queue_delay = self._round_min_rtt - self.min_rtt
+        standing_queue = queue_delay > self._queue_target()
+        self._round_min_rtt = math.inf
+        if self.mode == "startup":
+            if self.btlbw >= self._full_bw * FULL_BW_GROWTH:
+                self._full_bw = self.btlbw
+                self._full_bw_rounds = 0
+            else:
+                self._full_bw_rounds += 1
+            if self._full_bw_rounds >= FULL_BW_ROUNDS:
+                self._filled_pipe = True
+                self.mode = "drain"
+        elif self.mode == "probe_bw":
+            if self._share_hold:
+                self._share_hold -= 1
+            else:
+                self._adjust_share(queue_delay if standing_queue else 0.0)
+
+    def _adjust_share(self, queue_delay: float) -> None:
+        """On a standing queue (``queue_delay`` > 0), fall below the delivered rate enough to
+        drain the queue within a round trip; otherwise grow by equal additive steps."""
+        if queue_delay:
+            delivered = self._delivery_rate / (1 - min(self.random_loss, MAX_LOSS_COMPENSATION))
+            base = min(self.share_rate, delivered or self._bw())
+            drain = (queue_delay - self._queue_target() / 2) / self.min_rtt
+            decrease = min(max(SHARE_DECREASE[self.limits.policy], drain), 0.5)
+            floor = MIN_CWND_PACKETS * self.max_datagram_size / self.min_rtt  # keeps ACKs coming
+            self.share_rate = max(base * (1 - decrease), self.limits.min_rate, floor)
+            self._share_step = 0
+            self._share_hold = SHARE_HOLD_ROUNDS
+            del self._bw_rounds[:-1]  # forget rates from before the competition
+            self.btlbw = self._bw_rounds[-1][1] if self._bw_rounds else self.btlbw
+        elif self.share_rate != math.inf:
+            step = SHARE_STEP_PACKETS << min(self._share_step, SHARE_STEP_DOUBLINGS)
+            self.share_rate += step * self.max_datagram_size / self.min_rtt
+            self._share_step += 1
+            if self.share_rate > SHARE_RELEASE * self._bw():
+                self.share_rate = math.inf
+
+    def _bdp(self) -> float:
+        return self._bw() * self.min_rtt
+
+    def _advance_mode(self, now: float, bytes_in_flight: int) -> None:
+        mode = self.mode
+        if mode == "drain" and bytes_in_flight <= self._bdp():
+            self._enter_probe_bw(now)
+        elif mode == "probe_bw":
+            gain = PROBE_GAINS[self._cycle_index]
+            elapsed = now - self._cycle_stamp > self.min_rtt
+            if gain > 1:
+                done = elapsed or self._probe_loss_excessive()
+            elif gain < 1:
+                done = elapsed or bytes_in_flight <= self._bdp()
+            else:
+                done = elapsed
+            if done:
+                self._cycle_index = (self._cycle_index + 1) % len(PROBE_GAINS)
+                self._start_phase(now)
+        elif mode == "probe_rtt":
+            if self._probe_rtt_done is None:
+                if bytes_in_flight <= self._probe_rtt_cwnd():
+                    self._probe_rtt_done = now + max(PROBE_RTT_DURATION, self.min_rtt)
+            elif now >= self._probe_rtt_done:
+                self._min_rtt_stamp = now
+                self._probe_rtt_done = None
+                self._enter_probe_bw(now)
+
+    def _probe_loss_excessive(self) -> bool:
+        total = self._phase_acked + self._phase_lost
+        if total < 10 * self.max_datagram_size:
+            return False
+        return self._phase_lost / total > self.random_loss + PROBE_LOSS_MARGIN
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.mode = "probe_bw"
+        self._share_hold = 2  # the queue of STARTUP or PROBE_RTT is still draining
+        self._cwnd_gain = CWND_GAIN
+        # Start anywhere but in the 0.75 phase, so that flows do not probe in lockstep.
+        index = int(self.rng.random() * (len(PROBE_GAINS) - 1))
+        self._cycle_index = index + 1 if index >= 1 else index
+        self._start_phase(now)
+
+    def _start_phase(self, now: float) -> None:
+        self._cycle_stamp = now
+        self._phase_acked = self._phase_lost = 0
+
+    def _probe_rtt_cwnd(self) -> int:
+        return max(MIN_CWND_PACKETS * self.max_datagram_size, int(0.5 * self._bdp()))
+
+    # --- outputs -------------------------------------------------------------------------
+
+    def _set_controls(self, acked_bytes: int) -> None:
+        mode = self.mode
+        if mode == "startup":
+            gain = STARTUP_GAIN
+        elif mode == "drain":
+            gain = DRAIN_GAIN
+        elif mode == "probe_bw":
+            gain = PROBE_GAINS[self._cycle_index]
+        else:
+            gain = 1.0
+        if self.share_rate == math.inf or mode != "probe_bw":
+            bw = self._bw()
+            self.send_tag = 1 if gain < 1 else 0
+        else:
+            # The additive steps are the probe, and the round after a decrease (sending
+            # below the delivered rate) is where random loss can be measured.
+            bw = self.share_rate
+            gain = 1.0
+            self.send_tag = 1 if self._share_hold else 0
+        self._pacing_gain = gain
+        if bw <= 0 or self.min_rtt == math.inf:
+            return
+        self.pacing_rate = self.limits.clamp(gain * bw)
+        target = int(self._cwnd_gain * bw * self.min_rtt) + 3 * self.max_datagram_size
+        if mode == "probe_rtt":
+            self.cwnd = min(target, self._probe_rtt_cwnd())
+        elif self._filled_pipe:
+            self.cwnd = min(self.cwnd + acked_bytes, target)
+        elif self.cwnd < target:
+            self.cwnd += acked_bytes
+        self.cwnd = max(self.cwnd, MIN_CWND_PACKETS * self.max_datagram_size)
+
+
+register_congestion_control("model", ModelController)

@@ -1,0 +1,161 @@
+"""Packet protection, the HKDF key schedule and key update (docs/protocol.md section 6).
+
+Secrets live only inside these objects; their ``repr`` never shows key material, so a stray
+log line or a traceback cannot leak it. Authentication failures are reported by returning
+None instead of raising: a forged or corrupted datagram is an expected event on the hot path,
+counted and dropped by the caller, never an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+AEAD_KEY_LENGTHS = {"AES-128-GCM": 16, "AES-256-GCM": 32}
+SECRET_LENGTH = 32
+NONCE_LENGTH = 12
+INITIAL_SALT_V1 = bytes.fromhex("6a657473747265616d2d76312d696e697469616c2d73616c742d323032352121")
+"""Fixed salt for the INITIAL keys of version 1 (ASCII "jetstream-v1-initial-salt-2025!!")."""
+_LABEL_PREFIX = b"jetstream v1 "
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract with SHA-256 (RFC 5869 section 2.2)."""
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+
+def expand_label(secret: bytes, label: bytes, length: int) -> bytes:
+    """HKDF-Expand with SHA-256 and info ``"jetstream v1 " + label``."""
+    return HKDFExpand(SHA256(), length, _LABEL_PREFIX + label).derive(secret)
+
+
+def initial_secrets(ticket_secret: bytes, ticket_id: bytes) -> tuple[bytes, bytes]:
+    """(client-to-server, server-to-client) secrets protecting INITIAL and HANDSHAKE packets.
+
+    Only holders of the session ticket can produce or read these packets, so the server stays
+    silent towards anyone without a ticket.
+    """
+    prk = hkdf_extract(INITIAL_SALT_V1, ticket_secret)
+    return (
+        expand_label(prk, b"initial c2s" + ticket_id, SECRET_LENGTH),
+        expand_label(prk, b"initial s2c" + ticket_id, SECRET_LENGTH),
+    )
+
+
+def traffic_secrets(
+    ticket_secret: bytes, shared_secret: bytes, transcript_hash: bytes
+) -> tuple[bytes, bytes]:
+    """(client-to-server, server-to-client) secrets of the first 1-RTT key phase.
+
+    The X25519 shared secret gives forward secrecy; salting with the ticket secret binds the
+    keys to the ticket; the transcript binds them to both HELLOs and connection ids.
+    """
+    prk = hkdf_extract(ticket_secret, shared_secret)
+    return (
+        expand_label(prk, b"c2s" + transcript_hash, SECRET_LENGTH),
+        expand_label(prk, b"s2c" + transcript_hash, SECRET_LENGTH),
+    )
+
+
+def next_secret(secret: bytes) -> bytes:
+    """The secret of the next key phase of one direction."""
+    return expand_label(secret, b"ku", SECRET_LENGTH)
+
+
+class PacketProtection:
+    """AEAD key and IV of one direction and key phase; nonce = IV xor packet number."""
+
+    __slots__ = ("_aead", "_iv")
+
+    def __init__(self, aead: str, secret: bytes) -> None:
+        self._aead = AESGCM(expand_label(secret, b"key", AEAD_KEY_LENGTHS[aead]))
+        self._iv = int.from_bytes(expand_label(secret, b"iv", NONCE_LENGTH), "big")
+
+    def seal(self, packet_number: int, header: bytes, payload: bytes) -> bytes:
+        """Ciphertext and tag of ``payload``, authenticating ``header``."""
+        nonce = (self._iv ^ packet_number).to_bytes(NONCE_LENGTH, "big")
+        return self._aead.encrypt(nonce, payload, header)
+
+    def open(
+        self, packet_number: int, header: bytes | memoryview, ciphertext: bytes | memoryview
+    ) -> bytes | None:
+        """The plaintext, or None if the packet is not authentic."""
+        nonce = (self._iv ^ packet_number).to_bytes(NONCE_LENGTH, "big")
+        try:
+            return self._aead.decrypt(nonce, ciphertext, header)
+        except InvalidTag:
+            return None
+
+    def __repr__(self) -> str:
+        return "PacketProtection(<secret>)"
+
+
+class SendKeys:
+    """The protection we apply to outgoing 1-RTT packets, and its key updates."""
+
+    __slots__ = ("_aead", "_secret", "protection", "phase", "phase_start_pn")
+
+    def __init__(self, aead: str, secret: bytes) -> None:
+        self._aead = aead
+        self._secret = secret
+        self.protection = PacketProtection(aead, secret)
+        self.phase = 0
+        self.phase_start_pn = 0
+        """First packet number sent under the current phase (set by the caller)."""
+
+    def update(self, next_packet_number: int) -> None:
+        """Move to the next key phase; the caller ensures the peer saw the current one."""
+        self._secret = next_secret(self._secret)
+        self.protection = PacketProtection(self._aead, self._secret)
+        self.phase ^= 1
+        self.phase_start_pn = next_packet_number
+
+    def __repr__(self) -> str:
+        return f"SendKeys(phase={self.phase}, <secret>)"
+
+
+class ReceiveKeys:
+    """Protection of incoming 1-RTT packets across the peer's key updates.
+
+    A packet whose key-phase bit differs from the current one is either late from the previous
+    phase (its number is below the first one seen in the current phase) or the first of the
+    next phase. The next keys are only adopted after a packet authenticates with them, so a
+    forged phase bit cannot make us switch.
+    """
+
+    __slots__ = ("_aead", "_secret", "_current", "_previous", "_next", "phase", "_phase_start")
+
+    def __init__(self, aead: str, secret: bytes) -> None:
+        self._aead = aead
+        self._secret = secret
+        self._current = PacketProtection(aead, secret)
+        self._previous: PacketProtection | None = None
+        self._next: PacketProtection | None = None
+        self.phase = 0
+        self._phase_start = 0
+
+    def open(
+        self, packet_number: int, phase: int, header: bytes | memoryview, body: bytes | memoryview
+    ) -> bytes | None:
+        if phase == self.phase:
+            return self._current.open(packet_number, header, body)
+        if packet_number < self._phase_start:
+            previous = self._previous
+            return previous.open(packet_number, header, body) if previous else None
+        if self._next is None:
+            self._next = PacketProtection(self._aead, next_secret(self._secret))
+        plaintext = self._next.open(packet_number, header, body)
+        if plaintext is not None:
+            self._secret = next_secret(self._secret)
+            self._previous, self._current, self._next = self._current, self._next, None
+            self.phase ^= 1
+            self._phase_start = packet_number
+        return plaintext
+
+    def __repr__(self) -> str:
+        return f"ReceiveKeys(phase={self.phase}, <secret>)"

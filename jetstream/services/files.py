@@ -1,0 +1,345 @@
+"""Browsing and simple file management in the caller's sandbox view, as the caller.
+
+Every path is checked by the one access check (`CallerView`, services/sandboxes.py: the
+token's read-only flag and allowed paths, the sandbox, read-only resources) before any
+file is touched, then the operation runs through `UserFS` with the caller's own kernel
+credentials, so file permissions apply exactly as for the user.
+
+The view: a user with several sandbox resources sees each as a directory named after its
+mount. Such a directory (and `/` when no resource is the root of the view) is listed from
+the mounts, merged with the real directory when there is one; mounts hide real entries of
+the same name. Sandbox roots and mount points are never removed or renamed.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ParamSpec, TypeVar
+
+from jetstream.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    JetstreamError,
+    NotFound,
+    PathEscape,
+    PermissionDenied,
+)
+from jetstream.services.auth import Caller
+from jetstream.services.sandboxes import CallerView, Sandboxes
+from jetstream.storage import userfs
+from jetstream.storage.paths import RelPath, printable
+from jetstream.storage.sandbox import Location, Sandbox, ViewPath
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+MAX_SYMLINK_HOPS = 40
+VIRTUAL_DIR_MODE = 0o555
+
+
+@dataclass(frozen=True)
+class FileItem:
+    """One entry as the API shows it."""
+
+    path: str
+    """In the caller's view, starting with "/"."""
+    name: str
+    """Last component; "/" for the view's root."""
+    kind: str
+    """"file", "directory", "symlink" or "other"."""
+    size: int
+    mode: int
+    mtime_ns: int
+    owner: str
+    group: str
+    symlink_target: str = ""
+
+
+class FileService:
+    def __init__(self, files: userfs.UserFS, sandboxes: Sandboxes) -> None:
+        self._files = files
+        self._sandboxes = sandboxes
+
+    async def list_directory(
+        self, caller: Caller, raw: str, *, after: str, limit: int, show_hidden: bool
+    ) -> tuple[list[FileItem], str | None]:
+        """A page of entries sorted by name, starting after the name `after`; the second
+        value is the name to continue after, or None on the last page."""
+        view = self._sandboxes.view_for(caller)
+        here = view.resolve(raw, write=False)
+
+        def visible(name: str) -> bool:
+            return (show_hidden or not name.startswith(".")) and (not after or name > after)
+
+        hidden_by_mounts = set(here.mounts_below)
+        real: list[tuple[str, FileItem]] = []
+        if here.location is not None:
+            await self._sandboxes.prepare(caller.principal, here.location.root)
+            cursor: str | None = after or None
+            while len(real) <= limit:
+                try:
+                    page, next_after = await self._run(
+                        caller, _list_named, here.location, cursor, limit + 1
+                    )
+                except NotFound:
+                    if here.mounts_below:
+                        break  # a directory that exists in the view only for its mounts
+                    raise
+                real.extend(
+                    (e.entry.name, _item(_child(here.path, e.entry.name), e))
+                    for e in page if visible(e.entry.name)
+                    and e.entry.name not in hidden_by_mounts
+                )
+                if next_after is None:
+                    break
+                cursor = next_after
+        mounts = [
+            (name, await self._mount_item(caller, view, here.path / RelPath((name,))))
+            for name in here.mounts_below if visible(name)
+        ]
+        merged = sorted(real + mounts, key=lambda pair: pair[0])
+        more = len(merged) > limit
+        return [item for _, item in merged[:limit]], (merged[limit - 1][0] if more else None)
+
+    async def stat(self, caller: Caller, raw: str, *, follow_symlinks: bool) -> FileItem:
+        view = self._sandboxes.view_for(caller)
+        here = view.resolve(raw, write=False)
+        entry = await self._entry(caller, here)
+        if follow_symlinks and entry is not None and entry.entry.kind == "symlink":
+            entry = await self._follow(caller, view, here, entry)
+        return _item(here.path, entry)
+
+    async def make_directory(self, caller: Caller, raw: str, *, parents: bool) -> FileItem:
+        view = self._sandboxes.view_for(caller)
+        here = view.resolve(raw, write=True)
+        if here.is_mount_point:
+            if parents:
+                return _item(here.path, await self._entry(caller, here))
+            raise AlreadyExists(f"{printable(str(here.path))} already exists")
+        location = await self._real(caller, here)
+        entry = await self._run(caller, _make_directory, location, parents)
+        return _item(here.path, entry)
+
+    async def remove(self, caller: Caller, raw: str, *, recursive: bool) -> None:
+        here = self._sandboxes.view_for(caller).resolve(raw, write=True)
+        _refuse_mount_point(here)
+        location = await self._real(caller, here)
+        await self._run(caller, userfs.remove, location, recursive=recursive)
+
+    async def rename(
+        self, caller: Caller, source: str, target: str, *, overwrite: bool
+    ) -> FileItem:
+        view = self._sandboxes.view_for(caller)
+        old = view.resolve(source, write=True, what="source_path")
+        _refuse_mount_point(old)
+        new = view.resolve(target, write=True, what="target_path")
+        _refuse_mount_point(new)
+        old_location = await self._real(caller, old)
+        new_location = await self._real(caller, new)
+        await self._run(caller, userfs.rename, old_location, new_location, replace=overwrite)
+        return _item(new.path, await self._run(caller, _named_stat, new_location))
+
+    # Helpers ----------------------------------------------------------------------------
+
+    async def _run(
+        self, caller: Caller, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """`fn` as the caller; a symlink the file layer refuses to follow is PERMISSION_DENIED
+        here, as the API promises for links that lead out of the sandbox."""
+        try:
+            return await self._files.run(caller.principal, fn, *args, **kwargs)
+        except PathEscape as exc:
+            raise PermissionDenied(str(exc)) from None
+
+    async def _real(self, caller: Caller, here: ViewPath) -> Location:
+        assert here.location is not None  # callers refused mount points already
+        await self._sandboxes.prepare(caller.principal, here.location.root)
+        return here.location
+
+    async def _entry(self, caller: Caller, here: ViewPath) -> _Named | None:
+        """The entry at `here`; None for a directory that exists only to hold mounts."""
+        if here.location is None:
+            return None
+        await self._sandboxes.prepare(caller.principal, here.location.root)
+        try:
+            return await self._run(caller, _named_stat, here.location)
+        except NotFound:
+            if here.mounts_below:
+                return None
+            raise
+
+    async def _mount_item(self, caller: Caller, view: CallerView, path: RelPath) -> FileItem:
+        """An entry the mounts add to a listing: the resource's directory if it can be
+        seen, else a stand-in directory."""
+        try:
+            entry = await self._entry(caller, view.sandbox.resolve(path))
+        except JetstreamError:
+            entry = None  # missing or unreadable: still listed, so the user sees the mount
+        return _item(path, entry)
+
+    async def _follow(
+        self, caller: Caller, view: CallerView, here: ViewPath, entry: _Named
+    ) -> _Named | None:
+        assert here.location is not None
+        location: Location = here.location
+        current: _Named | None = entry
+        for _ in range(MAX_SYMLINK_HOPS):
+            if current is None or current.entry.kind != "symlink":
+                return current
+            target = _link_target(view.sandbox, location, current.entry.target)
+            view.check(target, write=False)
+            there = view.sandbox.resolve(target)
+            if there.location is None:
+                return None
+            location = there.location
+            current = await self._entry(caller, there)
+        raise FailedPrecondition(
+            f"{printable(str(here.path))}: too many levels of symbolic links"
+        )
+
+
+@dataclass(frozen=True)
+class _Named:
+    """An entry with its owner and group names (looked up on the worker thread)."""
+
+    entry: userfs.Entry
+    owner: str
+    group: str
+
+
+def _named(entry: userfs.Entry) -> _Named:
+    return _Named(entry, _user_name(entry.uid), _group_name(entry.gid))
+
+
+def _named_stat(location: Location) -> _Named:
+    return _named(userfs.stat(location))
+
+
+def _list_named(
+    location: Location, after: str | None, limit: int
+) -> tuple[list[_Named], str | None]:
+    page = userfs.list_dir(location, after=after, limit=limit)
+    return [_named(entry) for entry in page.entries], page.next_after
+
+
+def _make_directory(location: Location, parents: bool) -> _Named:
+    if parents and len(location.path.parts) > 1:
+        userfs.mkdir(Location(location.root, location.path.parent), parents=True)
+    try:
+        userfs.mkdir(location)
+    except AlreadyExists:
+        if not parents or userfs.stat(location).kind != "directory":
+            raise
+    return _named_stat(location)
+
+
+@lru_cache(maxsize=4096)
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+@lru_cache(maxsize=4096)
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _item(path: RelPath | str, found: _Named | userfs.Entry | None) -> FileItem:
+    """The API's view of an entry at `path`; None: a stand-in directory for mounts."""
+    text = str(path)
+    name = text.rsplit("/", 1)[-1] or "/"
+    if found is None:
+        return FileItem(text, name, "directory", 0, VIRTUAL_DIR_MODE, 0, "root", "root")
+    named = found if isinstance(found, _Named) else None
+    entry = named.entry if named is not None else found
+    assert isinstance(entry, userfs.Entry)
+    return FileItem(
+        path=_text(text),
+        name=_text(name),
+        kind=entry.kind,
+        size=0 if entry.kind == "directory" else entry.size,
+        mode=entry.mode,
+        mtime_ns=entry.mtime_ns,
+        owner=named.owner if named is not None else _user_name(entry.uid),
+        group=named.group if named is not None else _group_name(entry.gid),
+        symlink_target=_text(entry.target),
+    )
+
+
+def _text(value: str) -> str:
+    """`value` as valid UTF-8 for the API: names that are not are shown escaped."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return printable(value)
+    return value
+
+
+def _child(parent: RelPath, name: str) -> str:
+    """The view path of a listed name (which need not be one a client could send)."""
+    return f"{parent}/{name}" if parent.parts else f"/{name}"
+
+
+def _refuse_mount_point(here: ViewPath) -> None:
+    if here.is_mount_point:
+        raise FailedPrecondition(
+            f"{printable(str(here.path))} is a sandbox root or mount point and cannot be "
+            "removed or renamed"
+        )
+
+
+def _link_target(sandbox: Sandbox, link: Location, target: str) -> RelPath:
+    """Where the symlink at `link` (pointing to `target`) leads in the user's view,
+    resolved lexically; PermissionDenied if it leads out of the sandbox."""
+    outside = PermissionDenied(
+        f"{printable(str(sandbox.view_path(link)))}: the symbolic link leads outside the sandbox"
+    )
+    if target.startswith("/"):
+        host = _normalise(target.split("/"), ())
+        if host is None:
+            raise outside
+        best = None
+        for root in sandbox.roots:
+            prefix = tuple(p for p in root.path.split("/") if p)
+            if host[: len(prefix)] == prefix and (best is None or len(prefix) > len(best[1])):
+                best = (root, prefix)
+        if best is None:
+            raise outside
+        root, prefix = best
+        parts = host[len(prefix):]
+    else:
+        root = link.root
+        normalised = _normalise(target.split("/"), link.path.parent.parts)
+        if normalised is None:
+            raise outside
+        parts = normalised
+    try:
+        return sandbox.view_path(Location(root, RelPath(parts)))
+    except InvalidArgument:
+        raise outside from None
+
+
+def _normalise(components: list[str], base: tuple[str, ...]) -> tuple[str, ...] | None:
+    """`base` + `components` with `.`, `..` and empty parts resolved; None above the top."""
+    parts = list(base)
+    for part in components:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return tuple(parts)
+
