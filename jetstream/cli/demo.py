@@ -8,7 +8,6 @@ for root there, so no password is needed), and the files cross the real data cha
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
