@@ -23,6 +23,7 @@ from jetstream.config import ServerConfig, is_loopback
 from jetstream.datachannel.config import DataChannelConfig
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
+from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
 from jetstream.services.destinations import DestinationService
 from jetstream.services.event_queries import EventQueries
@@ -128,10 +129,20 @@ async def start_server(
         datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
                                         keep_alive_interval=config.data_idle_timeout / 3)
         receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
-        receive = ReceiveService(IncomingStore(db), files, sandboxes, receive_endpoint)
-        transfers = TransferService(TransferStore(db), destinations, manifests, events)
+        transfer_metrics = TransferMetrics(metrics.registry if metrics else None)
+        incoming_store, transfer_store = IncomingStore(db), TransferStore(db)
+        receive = ReceiveService(incoming_store, files, sandboxes, receive_endpoint,
+                                 metrics=transfer_metrics)
+        transfers = TransferService(transfer_store, destinations, manifests, events,
+                                    metrics=transfer_metrics)
+        transfer_metrics.watch(
+            lambda: [("outgoing", *c) for c in transfer_store.active_counts()]
+            + [("incoming", *c) for c in incoming_store.active_counts()],
+            transfers.live_gauges,
+        )
         sender = SenderContext(destinations, manifests, files, sandboxes,
-                               identity.server_uid, info.friendly_name, datachannel)
+                               identity.server_uid, info.friendly_name, datachannel,
+                               transfer_metrics)
         transfers.start(lambda transfer, report: PushJob(transfer, report, sender))
         services = ApiServices(
             info=info,

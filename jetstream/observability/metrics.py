@@ -59,12 +59,14 @@ class Metrics:
         for result in ("ok", "denied", "throttled"):
             self.auth_attempts.labels(result=result)
         self._server: WSGIServer | None = None
+        self.port = 0
+        """Where the endpoint listens, once `serve` ran."""
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP endpoint on a daemon thread; return the bound port."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         self._server = server
-        bound = int(server.server_address[1])
+        bound = self.port = int(server.server_address[1])
         log.info("metrics endpoint on http://%s:%d/metrics", host, bound)
         return bound
 

@@ -96,6 +96,11 @@ class IncomingStore:
                               [*params, limit])
         return [_incoming(row) for row in rows]
 
+    def active_counts(self) -> list[tuple[str, int]]:
+        rows = self._db.query("SELECT state, count(*) AS n FROM incoming WHERE state IN"
+                              " ('running', 'paused') GROUP BY state")
+        return [(row["state"], row["n"]) for row in rows]
+
     def checkpoints(self, incoming_id: str) -> list[FileCheckpoint]:
         rows = self._db.query(
             "SELECT * FROM incoming_files WHERE incoming_id = ? AND state = 'partial'",

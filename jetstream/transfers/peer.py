@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from jetstream.errors import FailedPrecondition, NotFound, PermissionDenied
+from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Caller
 from jetstream.services.sandboxes import Sandboxes
 from jetstream.storage.userfs import UserFS
@@ -68,9 +69,11 @@ class ReceiveService:
         endpoint: DataEndpoint,
         *,
         on_change: Callable[[Incoming], None] | None = None,
+        metrics: TransferMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._metrics = metrics or TransferMetrics()
         self._files = files
         self._sandboxes = sandboxes
         self._endpoint = endpoint
@@ -104,7 +107,8 @@ class ReceiveService:
             if live.session.incoming.id == incoming.id:
                 await self._end(session_id, TransferState.PAUSED, None)
         session = ReceiveSession(incoming, caller.principal, location.root, self._files,
-                                 self._store, on_change=self._changed, clock=self._clock)
+                                 self._store, on_change=self._changed, metrics=self._metrics,
+                                 clock=self._clock)
         session_id = uuid.uuid4().hex
         ticket = random_ticket()
         self._live[session_id] = _Live(session, caller.username, ticket.ticket_id)
@@ -163,6 +167,8 @@ class ReceiveService:
         if state not in (TransferState.COMPLETED, TransferState.FAILED,
                          TransferState.CANCELLED, TransferState.PAUSED):
             raise FailedPrecondition(f"a session cannot end {state.value}")
+        if state.terminal:
+            self._metrics.finished.labels("incoming", state.value).inc()
         return await live.session.close(state, error)
 
     def _changed(self, incoming: Incoming) -> None:

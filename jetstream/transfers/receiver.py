@@ -26,6 +26,7 @@ from jetstream.datachannel.events import (
 )
 from jetstream.datachannel.rangeset import RangeSet
 from jetstream.errors import JetstreamError, RemoteProtocolError
+from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.storage import userfs
 from jetstream.storage.paths import parse_path, printable
 from jetstream.storage.sandbox import Location, SandboxRoot
@@ -75,9 +76,11 @@ class ReceiveSession:
         store: IncomingStore,
         *,
         on_change: Callable[[Incoming], None],
+        metrics: TransferMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.incoming = incoming
+        self._metrics = metrics or TransferMetrics()
         self._principal = principal
         self._root = root
         self._base = parse_path(incoming.destination_path, what="destination_path",
@@ -267,6 +270,7 @@ class ReceiveSession:
                                     self.incoming.options.overwrite)
         self._consumed(size)
         self._bytes_done += size
+        self._metrics.bytes.labels("incoming").inc(size)
         if result == "mismatch":
             self._outcome(entry, ok=False, retry=True, error=Failure(
                 "HASH_MISMATCH", f"{printable(entry.header.path)}: digest mismatch"))  # type: ignore[union-attr]
@@ -282,6 +286,7 @@ class ReceiveSession:
         for offset, data in pieces:
             entry.written.add(offset, offset + len(data))
         self._bytes_done += size
+        self._metrics.bytes.labels("incoming").inc(size)
         self._consumed(size)
         entry.busy = False
         self._advance(entry)
@@ -324,6 +329,9 @@ class ReceiveSession:
         key = "skipped" if skipped else "done" if ok else "failed" if not retry else ""
         if key:
             self._counts[key] += 1
+            self._metrics.files.labels("incoming", "ok" if key == "done" else key).inc()
+        if error is not None and error.reason == "HASH_MISMATCH":
+            self._metrics.hash_failures.inc()
         if self._link is not None:
             self._link.send(records.RECEIVER_STREAM, records.frame(
                 stream_records_pb2.ReceiverRecord(outcome=outcome)))

@@ -26,6 +26,7 @@ from jetstream.datachannel.events import ConnectionTerminated, Event, StreamData
 from jetstream.datachannel.handshake import SessionTicket
 from jetstream.datachannel.rangeset import RangeSet
 from jetstream.errors import FailedPrecondition, JetstreamError, PermissionDenied, Unavailable
+from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.destinations import Destination, DestinationService
 from jetstream.services.manifests import ManifestEntry, ManifestService
 from jetstream.services.sandboxes import Sandboxes
@@ -78,6 +79,7 @@ class SenderContext:
     server_uid: str
     server_name: str
     datachannel: DataChannelConfig = field(default_factory=DataChannelConfig)
+    metrics: TransferMetrics = field(default_factory=TransferMetrics)
 
 
 @dataclass
@@ -131,6 +133,10 @@ class PushJob:
         self._first_failure: Failure | None = None
         self._current = ""
         self._halt_outcome = peer_pb2.SESSION_OUTCOME_PAUSED
+
+    @property
+    def progress(self) -> Progress:
+        return self._progress
 
     def halt(self, state: TransferState) -> None:
         self._halt_outcome = (peer_pb2.SESSION_OUTCOME_CANCELLED
@@ -428,6 +434,9 @@ class PushJob:
         for file_id, sent in list(self._sent.items()):
             outcome = self._outcomes.pop(file_id)
             del self._sent[file_id]
+            result = "skipped" if outcome.skipped else "ok" if outcome.ok else "failed"
+            if outcome.ok or not outcome.retry or last_attempt:
+                self._ctx.metrics.files.labels("outgoing", result).inc()
             if outcome.ok:
                 self._counts["skipped" if outcome.skipped else "done"] += 1
                 self._bytes_confirmed += sent.entry.size
@@ -443,14 +452,18 @@ class PushJob:
     # --- progress ----------------------------------------------------------------------------
 
     async def _report_loop(self) -> None:
-        last_bytes, last_time = 0, time.monotonic()
+        last_bytes, last_retransmitted, last_time = 0, 0, time.monotonic()
+        metrics = self._ctx.metrics
         while True:
             await asyncio.sleep(REPORT_EVERY)
             now = time.monotonic()
             stats = self._link.statistics() if self._link is not None else None
-            sent = stats.stream_bytes_sent if stats else 0
+            sent = stats.stream_bytes_sent if stats else last_bytes
+            retransmitted = stats.bytes_retransmitted if stats else last_retransmitted
             rate = (sent - last_bytes) * 8 / max(now - last_time, 1e-3)
-            last_bytes, last_time = sent, now
+            metrics.bytes.labels("outgoing").inc(max(sent - last_bytes, 0))
+            metrics.retransmitted.inc(max(retransmitted - last_retransmitted, 0))
+            last_bytes, last_retransmitted, last_time = sent, retransmitted, now
             self._publish("sending", rate=rate)
 
     def _publish(self, status: str, *, rate: float = 0.0) -> None:

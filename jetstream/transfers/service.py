@@ -24,6 +24,7 @@ from jetstream.errors import (
     NotFound,
     Unavailable,
 )
+from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Caller
 from jetstream.services.destinations import ID_PATTERN, DestinationService
 from jetstream.services.events import EventLog, Severity
@@ -62,6 +63,8 @@ class JobResult:
 
 
 class Job(Protocol):
+    @property
+    def progress(self) -> Progress: ...
     async def run(self) -> JobResult: ...
     def set_rate(self, rate: RateLimits) -> None: ...
     def halt(self, state: TransferState) -> None:
@@ -87,9 +90,11 @@ class TransferService:
         manifests: ManifestService,
         events: EventLog,
         *,
+        metrics: TransferMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._metrics = metrics or TransferMetrics()
         self._destinations = destinations
         self._manifests = manifests
         self._events = events
@@ -345,16 +350,28 @@ class TransferService:
         done = replace(transfer, state=state, error=failure, ended_at=now, updated_at=now,
                        status_message=failure.message if failure else state.value)
         self._store.save(done)
+        self._count_end(state)
         self._publish(done, UpdateKind.STATE_CHANGED)
         severity = Severity.ERROR if state is TransferState.FAILED else Severity.INFO
         self._event(done, f"transfer.{state.value}", f"transfer {done.id} {state.value}"
                     + (f": {failure.message}" if failure else ""), severity)
+
+    def live_gauges(self) -> tuple[float, float]:
+        """(sum of current send rates in bit/s, mean RTT in seconds) of running jobs."""
+        progress = [running.job.progress for running in self._running.values()]
+        rtts = [p.rtt for p in progress if p.rtt]
+        return sum(p.rate_bps for p in progress), sum(rtts) / len(rtts) if rtts else 0.0
+
+    def _count_end(self, state: TransferState) -> None:
+        if state.terminal:
+            self._metrics.finished.labels("outgoing", state.value).inc()
 
     def _change(self, transfer: Transfer, state: TransferState, message: str) -> Transfer:
         changed = replace(transfer, state=state, status_message=message,
                           updated_at=self._clock(),
                           ended_at=self._clock() if state.terminal else 0.0)
         self._store.save(changed)
+        self._count_end(state)
         self._publish(changed, UpdateKind.STATE_CHANGED)
         self._event(changed, f"transfer.{state.value}", f"transfer {changed.id}: {message}")
         return changed

@@ -90,6 +90,11 @@ class TransferStore:
              p.bytes_on_wire, t.attempt_count, t.started_at, t.ended_at, t.updated_at, t.id),
         )
 
+    def active_counts(self) -> list[tuple[str, int]]:
+        rows = self._db.query("SELECT state, count(*) AS n FROM transfers WHERE state IN"
+                              " ('queued', 'running', 'paused') GROUP BY state")
+        return [(row["state"], row["n"]) for row in rows]
+
     def delete(self, transfer_id: str) -> None:
         self._db.execute("DELETE FROM transfers WHERE id = ?", (transfer_id,))
 

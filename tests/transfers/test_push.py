@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import urllib.request
 from contextlib import AsyncExitStack
 
 import pytest
@@ -33,6 +34,18 @@ def dirs():
     remove(src, dst)
 
 
+def scrape(server) -> str:
+    url = f"http://127.0.0.1:{server.metrics.port}/metrics"
+    return urllib.request.urlopen(url, timeout=5).read().decode()
+
+
+def sample(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} missing")
+
+
 def make_tree(root, *, small: int, big: int = 0) -> None:
     (root / "tree" / "empty-dir").mkdir(parents=True)
     (root / "tree" / "nested" / "deeper").mkdir(parents=True)
@@ -54,8 +67,9 @@ def test_push_a_tree_arrives_identical(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
+            telemetry = [("disable_telemetry", False), ("metrics_port", 0)]
+            a = await start(stack, tmp_path / "a", *telemetry)
+            b = await start(stack, tmp_path / "b", *telemetry)
             api = await login(stack, a, ALICE)
             destination = await destination_to(api, b, ALICE)
             manifest = await manifest_of(api, src / "tree")
@@ -64,6 +78,17 @@ def test_push_a_tree_arrives_identical(tmp_path, dirs):
             assert done.state == common_pb2.TRANSFER_STATE_COMPLETED, done.error
             assert done.progress.files_done == done.progress.files_total
             assert done.progress.bytes_done == done.progress.bytes_total
+            sent, received = scrape(a), scrape(b)
+            assert 'jetstream_transfers_finished_total{direction="outgoing",result="completed"}' \
+                ' 1.0' in sent
+            assert 'jetstream_transfers_finished_total{direction="incoming",result="completed"}' \
+                ' 1.0' in received
+            assert sample(received, 'jetstream_transfer_files_total{direction="incoming",'
+                                    'result="ok"}') == done.progress.files_total
+            assert sample(received, 'jetstream_transfer_bytes_total{direction="incoming"}') \
+                == done.progress.bytes_total
+            for text in (sent, received):
+                assert "big.bin" not in text and ALICE not in text, "no names in labels"
 
     asyncio.run(main())
     assert tree_digest(dst / "tree") == tree_digest(src / "tree")
