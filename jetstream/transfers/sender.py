@@ -55,6 +55,7 @@ SMALL_FILE = 256 << 10
 SMALL_BATCH_BYTES = 4 << 20
 SMALL_BATCH_FILES = 128
 MAX_RESENDS = 2
+MAX_FILES_IN_FLIGHT = 20_000
 ESTABLISH_TIMEOUT = 15.0
 REPORT_EVERY = 0.5
 
@@ -80,12 +81,6 @@ class SenderContext:
     server_name: str
     datachannel: DataChannelConfig = field(default_factory=DataChannelConfig)
     metrics: TransferMetrics = field(default_factory=TransferMetrics)
-
-
-@dataclass
-class _Sent:
-    entry: ManifestEntry
-    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -119,12 +114,14 @@ class PushJob:
         self._rate = transfer.options.rate
         self._link: DataLink | None = None
         self._endpoint: DataEndpoint | None = None
-        self._outcomes: dict[int, stream_records_pb2.FileOutcome] = {}
+        self._again: list[ManifestEntry] = []
+        self._last_attempt = False
         self._outcome_arrived = asyncio.Event()
         self._assembler = records.StreamAssembler()
         self._reader = records.RecordReader(stream_records_pb2.ReceiverRecord)
         self._terminated: ConnectionTerminated | None = None
-        self._sent: dict[int, _Sent] = {}
+        self._sent: dict[int, ManifestEntry] = {}
+        """Files awaiting the receiver's verdict, by file id."""
         self._next_file_id = 0
         self._progress = transfer.progress
         self._bytes_confirmed = 0
@@ -293,8 +290,7 @@ class PushJob:
             assert self._link is not None
             self._link.consumed(len(event.data))
             for record in self._reader.feed(data):
-                outcome = record.outcome
-                self._outcomes[outcome.file_id] = outcome
+                self._settle(record.outcome)
                 self._outcome_arrived.set()
         elif isinstance(event, ConnectionTerminated):
             self._terminated = event
@@ -308,14 +304,15 @@ class PushJob:
 
     async def _send_all(self, principal: Principal, sandbox: Sandbox,
                         held: dict[str, tuple[int, int, RangeSet]]) -> None:
-        pending = list(self._ctx.manifests.iter_entries(self._transfer.manifest_id))
+        entries: Iterator[ManifestEntry] = self._ctx.manifests.iter_entries(
+            self._transfer.manifest_id)  # streamed: a million entries never sit in memory
         for attempt in range(MAX_RESENDS + 1):
-            await self._send_entries(principal, sandbox, held, iter(pending))
-            await self._await_outcomes()
-            pending = self._collect(last_attempt=attempt == MAX_RESENDS)
-            if not pending:
+            self._last_attempt = attempt == MAX_RESENDS
+            await self._send_entries(principal, sandbox, held, entries)
+            await self._await_outcomes(0)
+            if not self._again:
                 break
-            held = {}
+            entries, held, self._again = iter(self._again), {}, []
         self._write_record(stream_records_pb2.SenderRecord(
             end=stream_records_pb2.EndOfFiles(file_count=self._next_file_id)))
 
@@ -336,17 +333,23 @@ class PushJob:
                 await self._send_small(principal, sandbox, batch)
                 batch, batch_bytes = [], 0
             if entry.kind == "directory":
+                await self._make_room()
                 self._header(entry)
             else:
                 await self._send_large(principal, sandbox, entry, held.get(entry.dest_path))
         if batch:
             await self._send_small(principal, sandbox, batch)
 
+    async def _make_room(self) -> None:
+        """Bound the files awaiting a verdict, so a huge tree needs bounded memory."""
+        if len(self._sent) >= MAX_FILES_IN_FLIGHT:
+            await self._await_outcomes(MAX_FILES_IN_FLIGHT // 2)
+
     def _header(self, entry: ManifestEntry, size: int = 0, mtime_ns: int | None = None) -> int:
         """Announce an entry; a file's size and mtime are as read now, not as scanned."""
         file_id = self._next_file_id
         self._next_file_id += 1
-        self._sent[file_id] = _Sent(entry)
+        self._sent[file_id] = entry
         kind = (common_pb2.FILE_KIND_DIRECTORY if entry.kind == "directory"
                 else common_pb2.FILE_KIND_FILE)
         self._write_record(stream_records_pb2.SenderRecord(header=stream_records_pb2.FileHeader(
@@ -369,6 +372,7 @@ class PushJob:
                 self._fail_local(read)
                 continue
             await link.wait_for_space(len(read.data) + 4096)
+            await self._make_room()
             file_id = self._header(read.entry, len(read.data), read.mtime_ns)
             link.send(records.file_stream(file_id), read.data, end_stream=True)
             hasher = new_hasher(self._transfer.options.hash_algorithm)
@@ -421,33 +425,32 @@ class PushJob:
         self._counts["failed"] += 1
         self._first_failure = self._first_failure or failure
 
-    async def _await_outcomes(self) -> None:
-        while any(fid not in self._outcomes for fid in self._sent):
+    async def _await_outcomes(self, at_most: int) -> None:
+        """Wait until at most `at_most` files await the receiver's verdict."""
+        while len(self._sent) > at_most:
             if self._terminated is not None:
                 raise Unavailable(f"data channel lost: {self._terminated.reason}")
             self._outcome_arrived.clear()
             await self._outcome_arrived.wait()
 
-    def _collect(self, *, last_attempt: bool) -> list[ManifestEntry]:
-        """Account finished files; return those to send again."""
-        again: list[ManifestEntry] = []
-        for file_id, sent in list(self._sent.items()):
-            outcome = self._outcomes.pop(file_id)
-            del self._sent[file_id]
-            result = "skipped" if outcome.skipped else "ok" if outcome.ok else "failed"
-            if outcome.ok or not outcome.retry or last_attempt:
-                self._ctx.metrics.files.labels("outgoing", result).inc()
-            if outcome.ok:
-                self._counts["skipped" if outcome.skipped else "done"] += 1
-                self._bytes_confirmed += sent.entry.size
-            elif outcome.retry and not last_attempt:
-                again.append(sent.entry)
-            else:
-                self._counts["failed"] += 1
-                self._first_failure = self._first_failure or Failure(
-                    outcome.error.reason or "FILE_FAILED", outcome.error.message,
-                    sent.entry.dest_path)
-        return again
+    def _settle(self, outcome: stream_records_pb2.FileOutcome) -> None:
+        """Account one file's verdict; keep it for another attempt if it may succeed then."""
+        entry = self._sent.pop(outcome.file_id, None)
+        if entry is None:
+            return
+        result = "skipped" if outcome.skipped else "ok" if outcome.ok else "failed"
+        if outcome.ok:
+            self._counts["skipped" if outcome.skipped else "done"] += 1
+            self._bytes_confirmed += entry.size
+        elif outcome.retry and not self._last_attempt:
+            self._again.append(entry)
+            return
+        else:
+            self._counts["failed"] += 1
+            self._first_failure = self._first_failure or Failure(
+                outcome.error.reason or "FILE_FAILED", outcome.error.message,
+                entry.dest_path)
+        self._ctx.metrics.files.labels("outgoing", result).inc()
 
     # --- progress ----------------------------------------------------------------------------
 
