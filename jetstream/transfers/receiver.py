@@ -185,13 +185,19 @@ class ReceiveSession:
         complete = entry.trailer is not None and (entry.ended or self._covered(entry))
         if entry.part is None and entry.small:
             if complete:
-                self._spawn(self._store_small(entry), entry)
+                self._step(entry, self._store_small(entry))
             return
         if entry.part is not None and (entry.pending_bytes >= FLUSH_BYTES
                                        or (complete and entry.pieces)):
-            self._spawn(self._flush(entry), entry)
+            self._step(entry, self._flush(entry))
         elif entry.part is not None and complete:
-            self._spawn(self._verify(entry), entry)
+            self._step(entry, self._verify(entry))
+
+    def _step(self, entry: _File, step: Coroutine[Any, Any, None]) -> None:
+        """Run one step for `entry`: marked busy now, so no other step (or a checkpoint's
+        sync) can touch the file until this one is over."""
+        entry.busy = True
+        self._spawn(step, entry)
 
     @staticmethod
     def _covered(entry: _File) -> bool:
@@ -255,7 +261,6 @@ class ReceiveSession:
 
     async def _store_small(self, entry: _File) -> None:
         assert entry.target is not None and entry.trailer is not None
-        entry.busy = True
         pieces = sorted(entry.pieces)
         data = b"".join(piece for _offset, piece in pieces)
         size = len(data)
@@ -279,7 +284,6 @@ class ReceiveSession:
 
     async def _flush(self, entry: _File) -> None:
         assert entry.part is not None
-        entry.busy = True
         pieces, entry.pieces = entry.pieces, []
         size, entry.pending_bytes = entry.pending_bytes, 0
         await self._fs.run(self._principal, filesink.write_pieces, entry.part, pieces)
@@ -293,7 +297,6 @@ class ReceiveSession:
 
     async def _verify(self, entry: _File) -> None:
         assert entry.part is not None and entry.target is not None and entry.trailer is not None
-        entry.busy = True
         header = entry.header
         assert header is not None
         if entry.trailer.source_changed:
@@ -386,9 +389,14 @@ class ReceiveSession:
             if part is None or header is None or entry.busy or not entry.written:
                 continue
             written = tuple(entry.written)
-            await self._fs.run(self._principal, part.sync)
+            entry.busy = True
+            try:
+                await self._fs.run(self._principal, part.sync)
+            finally:
+                entry.busy = False
             saved.append(FileCheckpoint(header.path, header.size_bytes, header.modify_time_ns,
                                         part.temp_name, written))
+            self._advance(entry)
         if saved:
             self._store.save_checkpoints(self.incoming.id, saved)
         self._publish()

@@ -26,6 +26,8 @@ class ServerProcess:
     api_port: int = 0
     metrics: str = "off"
     env: dict[str, str] = field(default_factory=dict)
+    wrapper: list[str] = field(default_factory=list)
+    """Prefix for the command, e.g. ["ip", "netns", "exec", "ns"] to run in a namespace."""
 
     @property
     def api_address(self) -> str:
@@ -36,7 +38,7 @@ class ServerProcess:
         offset = len(self.log())
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jetstream", "server",
+                [*self.wrapper, sys.executable, "-m", "jetstream", "server",
                  "--persistent-state-dir", str(self.state_dir), *self.args],
                 stdout=log, stderr=log, env={**os.environ, **self.env},
             )
