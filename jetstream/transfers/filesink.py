@@ -51,9 +51,20 @@ def open_part(target: Target, overwrite: Overwrite) -> userfs.PartFile | None:
                               parents=True, mode=target.mode)
 
 
-def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, bytes]]) -> None:
+def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]]) -> None:
+    """Write received pieces, one system call per run of adjacent ones."""
+    pieces.sort(key=lambda piece: piece[0])
+    start, run, end = 0, [], -1
     for offset, data in pieces:
-        part.write_at(data, offset)
+        if offset != end and run:
+            part.write_at(b"".join(run), start)
+            run = []
+        if not run:
+            start = offset
+        run.append(data)
+        end = offset + len(data)
+    if run:
+        part.write_at(b"".join(run), start)
 
 
 def finish(part: userfs.PartFile, target: Target, algorithm: HashAlgorithm,

@@ -49,7 +49,7 @@ class _File:
     header: stream_records_pb2.FileHeader | None = None
     target: Target | None = None
     part: userfs.PartFile | None = None
-    pieces: list[tuple[int, bytes]] = field(default_factory=list)
+    pieces: list[tuple[int, memoryview]] = field(default_factory=list)
     pending_bytes: int = 0
     written: RangeSet = field(default_factory=RangeSet)
     """Bytes on disk (in the temporary file)."""
@@ -103,6 +103,9 @@ class ReceiveSession:
         self._counts = {"done": 0, "failed": 0, "skipped": 0}
         """Counters of this session: files retried now may have failed in an earlier one."""
         self._failures: list[tuple[str, Failure]] = []
+        self._received_data = False
+        """Data arrived since the last publish (last_receive_at is updated then, not per
+        packet)."""
 
     @property
     def failures(self) -> list[tuple[str, Failure]]:
@@ -165,10 +168,10 @@ class ReceiveSession:
         if entry.done or entry.skipped:
             self._consumed(len(data))
             return
-        entry.pieces.append((offset, bytes(data)))
+        entry.pieces.append((offset, data))  # the core's buffers are immutable: no copy
         entry.pending_bytes += len(data)
         entry.held.add(offset, offset + len(data))
-        self.incoming = replace(self.incoming, last_receive_at=self._clock())
+        self._received_data = True
         if entry.part is not None and (entry.pending_bytes >= FLUSH_BYTES
                                        or entry.trailer is not None):
             self._advance(entry)
@@ -262,7 +265,7 @@ class ReceiveSession:
     async def _store_small(self, entry: _File) -> None:
         assert entry.target is not None and entry.trailer is not None
         pieces = sorted(entry.pieces)
-        data = b"".join(piece for _offset, piece in pieces)
+        data = b"".join(piece for _offset, piece in pieces)  # type: ignore[misc]
         size = len(data)
         entry.pieces, entry.pending_bytes = [], 0
         if entry.trailer.source_changed or size != entry.target.size:
@@ -403,6 +406,9 @@ class ReceiveSession:
 
     def _publish(self) -> None:
         total = self.incoming.progress
+        if self._received_data:
+            self._received_data = False
+            self.incoming = replace(self.incoming, last_receive_at=self._clock())
         self.incoming = replace(self.incoming, progress=Progress(
             bytes_total=total.bytes_total, bytes_done=self._bytes_done,
             files_total=total.files_total, files_done=self._counts["done"],
