@@ -25,6 +25,7 @@ from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
+from jetstream.services.bandwidth import BandwidthLimits, BandwidthService
 from jetstream.services.destinations import DestinationService
 from jetstream.services.event_queries import EventQueries
 from jetstream.services.events import EventLog
@@ -131,10 +132,13 @@ async def start_server(
         receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
         transfer_metrics = TransferMetrics(metrics.registry if metrics else None)
         incoming_store, transfer_store = IncomingStore(db), TransferStore(db)
+        bandwidth = BandwidthService(db, _fixed_bandwidth(config))
         receive = ReceiveService(incoming_store, files, sandboxes, receive_endpoint,
-                                 metrics=transfer_metrics)
+                                 metrics=transfer_metrics, bandwidth=bandwidth,
+                                 sending=lambda: transfers.sending)
         transfers = TransferService(transfer_store, destinations, manifests, events,
-                                    metrics=transfer_metrics)
+                                    metrics=transfer_metrics, bandwidth=bandwidth,
+                                    receiving=lambda: receive.receiving)
         transfer_metrics.watch(
             lambda: [("outgoing", *c) for c in transfer_store.active_counts()]
             + [("incoming", *c) for c in incoming_store.active_counts()],
@@ -151,6 +155,7 @@ async def start_server(
             manifests=manifests,
             transfers=transfers,
             receive=receive,
+            bandwidth=bandwidth,
             files=FileService(files, sandboxes),
             sandboxes=sandboxes,
             events=EventQueries(db),
@@ -182,6 +187,15 @@ async def start_server(
         f"{config.metrics_host}:{metrics_port}" if metrics_port else "off",
     )
     return server
+
+
+def _fixed_bandwidth(config: ServerConfig) -> BandwidthLimits | None:
+    """Limits given at start-up (flags, environment or file) are fixed; else the API's."""
+    given = (config.max_outgoing_rate, config.max_incoming_rate, config.bandwidth_borrowing)
+    if all(value is None for value in given):
+        return None
+    return BandwidthLimits(config.max_incoming_rate or 0, config.max_outgoing_rate or 0,
+                           bool(config.bandwidth_borrowing), fixed=True)
 
 
 def _api_tls(config: ServerConfig) -> TlsIdentity | None:

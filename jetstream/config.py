@@ -86,6 +86,23 @@ def _absolute_path(value: Any) -> Path:
     return path
 
 
+_RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def _rate(value: Any) -> int:
+    """Bits per second: a whole number, optionally with k, m, g or t (and "bit"), e.g. 200m."""
+    text = str(value).strip().lower().removesuffix("bit").removesuffix("bps")
+    unit = text[-1:] if text[-1:] in "kmgt" and text[-1:] else ""
+    number = text[: len(text) - len(unit)]
+    try:
+        rate = int(float(number) * _RATE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"must be a rate in bit/s like 500m or 1g, not {value!r}") from None
+    if rate < 0:
+        raise ValueError("must not be negative")
+    return rate
+
+
 def _optional_path(value: Any) -> Path | None:
     return None if str(value).strip() == "" else _absolute_path(value)
 
@@ -153,6 +170,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_idle_timeout", _positive_float, 15.0, "Seconds without a packet from the "
             "peer before a data channel is given up (the transfer then retries).",
             metavar="SECONDS"),
+    Setting("max_outgoing_rate", _rate, None, "Cap on all data this server sends, in bit/s "
+            "(e.g. 500m); given at start-up it cannot be changed through the API. 0: none.",
+            metavar="RATE"),
+    Setting("max_incoming_rate", _rate, None, "Cap on all data this server receives, in "
+            "bit/s; like --max-outgoing-rate.", metavar="RATE"),
+    Setting("bandwidth_borrowing", _boolean, None, "Let a direction use the other's unused "
+            "allowance (both caps must be set)."),
     Setting("sandbox_dir", _text, [], "Confine every user to this directory (repeatable: "
             "the first is the root of each user's view, others appear by path). Placeholders: "
             "%u user, %d domain, %f full user name, %% a percent sign.", multiple=True,
@@ -206,6 +230,9 @@ class ServerConfig:
     allow_plaintext_peers: bool = False
     sandbox_dir: tuple[str, ...] = ()
     data_idle_timeout: float = 15.0
+    max_outgoing_rate: int | None = None
+    max_incoming_rate: int | None = None
+    bandwidth_borrowing: bool | None = None
     recv_port: tuple[int, ...] = (8886,)
     recv_host: str = "0.0.0.0"
     persistent_state_dir: Path = Path("/var/lib/jetstream/state")

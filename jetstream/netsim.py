@@ -19,7 +19,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from jetstream.datachannel import (
@@ -51,10 +51,6 @@ class GilbertElliott:
     loss_good: float = 0.0
     loss_bad: float = 1.0
 
-    @property
-    def mean_loss(self) -> float:
-        bad = self.p_good_to_bad / (self.p_good_to_bad + self.p_bad_to_good)
-        return bad * self.loss_bad + (1 - bad) * self.loss_good
 
 
 @dataclass(frozen=True)
@@ -112,7 +108,9 @@ class Link:
             depart = self._free_at = start + size / byte_rate
             bins = self.queue_delay_bins
             bins[min(int((start - now) / QUEUE_DELAY_BIN), len(bins) - 1)] += 1
-        if self._lost(rng) or (config.drop_if is not None and config.drop_if(self.packets, datagram)):
+        if self._lost(rng) or (
+            config.drop_if is not None and config.drop_if(self.packets, datagram)
+        ):
             self.dropped_loss += 1
             return
         arrive = depart + config.delay
@@ -300,8 +298,10 @@ class Receiver:
     @property
     def intact(self) -> bool:
         """Every stream complete, every byte exactly once and as sent."""
-        return self.done and not self.mismatches and all(
-            self.received.get(sid) == size for sid, size in self._expected.items()
+        return (
+            self.done
+            and not self.mismatches
+            and all(self.received.get(sid, 0) == size for sid, size in self._expected.items())
         )
 
 
@@ -316,7 +316,6 @@ class Endpoint:
     link: Link
     """Where this endpoint's datagrams go."""
     timer: float | None = None
-    sent: int = field(default=0)
 
     def service(self, now: float) -> None:
         conn = self.conn
@@ -360,10 +359,6 @@ class Network:
         if endpoint is not None:
             self._seq += 1
             heapq.heappush(self._heap, (when, self._seq, endpoint, datagram, src))
-
-    def inject(self, when: float, dst: Address, datagram: bytes, src: Address) -> None:
-        """Deliver an arbitrary datagram (an attacker's, a replay) at ``when``."""
-        self.schedule(when, dst, datagram, src)
 
     def start(self, endpoint: Endpoint) -> None:
         endpoint.service(self.now)

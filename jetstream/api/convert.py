@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jetstream.auth.sessions import TokenKind, TokenRecord
 from jetstream.errors import InvalidArgument
 from jetstream.services.auth import Caller
+from jetstream.services.bandwidth import BandwidthLimits
 from jetstream.services.destinations import (
     DEFAULT_API_PORT,
     Credentials,
@@ -364,6 +365,13 @@ def transfer_options_from_peer(message: peer_pb2.OpenReceiveSessionRequest) -> T
         overwrite=_from_wire(_OVERWRITES, message.overwrite_policy, Overwrite.RESUME),
         hash_algorithm=_from_wire(_HASHES, message.hash_algorithm, HashAlgorithm.BLAKE3),
     )
+
+
+def bandwidth_limits(limits: BandwidthLimits) -> server_pb2.BandwidthLimits:
+    return server_pb2.BandwidthLimits(
+        name="bandwidthLimits", incoming_bps=limits.incoming_bps,
+        outgoing_bps=limits.outgoing_bps, allow_borrowing=limits.allow_borrowing,
+        fixed=limits.fixed)
 
 
 def error_detail(failure: Failure) -> common_pb2.ErrorDetail:

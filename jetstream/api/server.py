@@ -21,6 +21,7 @@ from jetstream.api.servicers.transfers import TransferServicer
 from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
+from jetstream.services.bandwidth import BandwidthService
 from jetstream.services.destinations import DestinationService
 from jetstream.services.event_queries import EventQueries
 from jetstream.services.files import FileService
@@ -66,6 +67,7 @@ class ApiServices:
     manifests: ManifestService
     transfers: TransferService
     receive: ReceiveService
+    bandwidth: BandwidthService
     files: FileService | None = None
     sandboxes: Sandboxes | None = None
     events: EventQueries | None = None
@@ -103,7 +105,8 @@ async def build_api_server(
         options=[("grpc.so_reuseport", 0)],
     )
     server_pb2_grpc.add_ServerServiceServicer_to_server(
-        ServerServicer(services.info, sandboxes=services.sandboxes, events=services.events),
+        ServerServicer(services.info, sandboxes=services.sandboxes, events=services.events,
+                       bandwidth=services.bandwidth),
         server,
     )
     if services.files is not None:

@@ -24,6 +24,11 @@ from jetstream.tls import certificate_fingerprint
 class FingerprintMismatch(PermissionDenied):
     """The server presented a different certificate than the one pinned for it."""
 
+    def __init__(self, message: str, *, pinned: bytes = b"", presented: bytes = b"") -> None:
+        super().__init__(message)
+        self.pinned = pinned
+        self.presented = presented
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -66,7 +71,8 @@ def secure_target(endpoint: Endpoint, pinned: bytes | None = None) -> SecureTarg
     if pinned is not None and fingerprint != pinned:
         raise FingerprintMismatch(
             f"the API certificate of {endpoint.target} changed: pinned SHA256:{pinned.hex()}, "
-            f"got SHA256:{fingerprint.hex()}; if the server was reinstalled, remove the pin"
+            f"got SHA256:{fingerprint.hex()}; if the server was reinstalled, remove the pin",
+            pinned=pinned, presented=fingerprint,
         )
     options: tuple[tuple[str, str], ...] = ()
     name = _certificate_dns_name(pem)
@@ -99,6 +105,12 @@ def open_channel(
     target = secure_target(endpoint, pinned)
     channel = grpc.secure_channel(endpoint.target, target.credentials, options=target.options)
     return channel, target.fingerprint
+
+
+def open_unix_channel(path: str) -> grpc.Channel:
+    """A channel to a server's local Unix socket (`--api-socket`): no TLS, no password; the
+    server knows the caller from the kernel's peer credentials."""
+    return grpc.insecure_channel(f"unix:{path}")
 
 
 def _certificate_dns_name(pem: bytes) -> str | None:

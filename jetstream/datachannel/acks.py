@@ -77,5 +77,5 @@ class AckTracker:
         self._unacked = 0
         self.deadline = None
         return encode_ack_frame(
-            self.received.descending(self._max_ranges), now - self._largest_time
+            self.received.descending(self._max_ranges), max(now - self._largest_time, 0.0)
         )

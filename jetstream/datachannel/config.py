@@ -56,6 +56,10 @@ class DataChannelConfig:
     """Bits per second the sender never exceeds."""
     initial_window: int = 32
     """Packets in flight before the first ACK."""
+    initial_rate: int | None = None
+    """Bits per second to start at, e.g. what this path delivered last time (the control
+    plane may remember it); STARTUP still searches upwards from there. None: start from
+    `initial_window`, which costs about log2(BDP / initial_window) round trips."""
     pacing_quantum: float = 0.001
     """Seconds of data the pacer may release at once: the driver's timer granularity."""
     max_batch: int = 64
@@ -79,8 +83,8 @@ class DataChannelConfig:
         for name in ("ack_every", "max_ack_ranges", "max_tracked_ranges", "initial_window"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        if self.max_ack_ranges > (self.max_datagram_size - 200) // wire.ACK_RANGE_SIZE:
-            problems.append("max_ack_ranges does not fit in a datagram")
+        if wire.ack_frame_size(self.max_ack_ranges) > self.max_payload // 2:
+            problems.append("max_ack_ranges makes ACK frames fill half a datagram")
         for name in ("flow_control_window", "send_buffer_limit", "max_active_streams"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be positive")
@@ -90,7 +94,11 @@ class DataChannelConfig:
             problems.append(f"congestion_control must be one of {available_congestion_controls()}")
         if self.rate_policy is RatePolicy.FIXED and not self.target_rate:
             problems.append("the fixed rate policy needs target_rate")
-        if self.min_rate < 0 or any(r is not None and r <= 0 for r in (self.target_rate, self.max_rate)):
+        if self.initial_rate is not None and self.initial_rate <= 0:
+            problems.append("initial_rate must be positive or None")
+        if self.min_rate < 0 or any(
+            r is not None and r <= 0 for r in (self.target_rate, self.max_rate)
+        ):
             problems.append("rates must be positive")
         if self.max_rate is not None and self.min_rate > self.max_rate:
             problems.append("min_rate exceeds max_rate")

@@ -20,6 +20,7 @@ closes the connection with a CLOSE frame carrying the error code.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -27,7 +28,12 @@ from collections.abc import Callable, Iterable
 from jetstream.datachannel import wire
 from jetstream.datachannel.acks import AckTracker
 from jetstream.datachannel.config import DataChannelConfig
-from jetstream.datachannel.congestion import CongestionController, create_congestion_control
+from jetstream.datachannel.congestion import (
+    CongestionController,
+    RateLimits,
+    create_congestion_control,
+)
+from jetstream.datachannel.control import ControlFrames
 from jetstream.datachannel.crypto import ReceiveKeys, SendKeys
 from jetstream.datachannel.events import (
     ConnectionTerminated,
@@ -42,9 +48,6 @@ from jetstream.datachannel.handshake import Role, SessionTicket, State, Trigger,
 from jetstream.datachannel.hello import HelloExchange
 from jetstream.datachannel.pacing import Pacer
 from jetstream.datachannel.recovery import (
-    CONTROL_DATA_BLOCKED,
-    CONTROL_MAX_DATA,
-    CONTROL_PING,
     Recovery,
     RttEstimator,
     SentPacket,
@@ -121,10 +124,7 @@ class Connection:
         self._idle_timeout = config.handshake_timeout
         self._last_received = 0.0
         self._started = 0.0
-        self._max_data_due = False
-        self._data_blocked_due = False
-        self._ping_due = False
-        self._probes_due = 0
+        self._control = ControlFrames()
         self._pacing_wakeup: float | None = None
         self._close_frame: bytes | None = None
         self._closing_deadline: float | None = None
@@ -139,6 +139,7 @@ class Connection:
             FrameType.CLOSE: self._handle_close,
             FrameType.DATA: self._handle_data,
             FrameType.DATA_FIN: self._handle_data,
+            FrameType.HELLO: self._handle_hello,
         }
 
     # --- driver contract ---------------------------------------------------------------------
@@ -245,12 +246,12 @@ class Connection:
             if pto is not None and now >= pto:
                 probes = recovery.on_pto()
                 self._on_lost(probes)
-                self._probes_due = max(len(probes), 1)
+                self._control.probes = max(len(probes), 1)
                 if recovery.persistent_congestion and self._cc is not None:
                     self._cc.on_persistent_congestion(now=now)
         keep_alive = self._keep_alive_time()
         if keep_alive is not None and now >= keep_alive:
-            self._ping_due = True
+            self._control.ping = True
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -284,7 +285,7 @@ class Connection:
         window = self._window
         window.on_consumed(length)
         if window.update_due():
-            self._max_data_due = True
+            self._control.max_data = True
 
     def send_buffer_space(self) -> int:
         """Bytes the application may still queue with `send_stream_data` to keep the link
@@ -299,6 +300,12 @@ class Connection:
             self._terminate(error_code, reason)
         elif self.state not in (State.CLOSING, State.CLOSED):
             self._close(error_code, reason)
+
+    def set_rate_limits(self, limits: RateLimits) -> None:
+        """Change the rate bounds of an established connection (its policy stays)."""
+        if self._cc is None:
+            raise LocalProtocolError("rate limits change only on an established connection")
+        self._cc.limits = dataclasses.replace(limits, policy=self._cc.limits.policy)
 
     @property
     def local_cid(self) -> bytes:
@@ -348,7 +355,7 @@ class Connection:
                 self._rtt.update(now - self._started, 0.0)
             self._install_keys(secrets, frame.params)
             self._transition(Trigger.RECEIVE_HANDSHAKE)
-            self._ping_due = True  # the server is established by our first 1-RTT packet
+            self._control.ping = True  # the server is established by our first 1-RTT packet
             self._on_established()
 
     def _install_keys(self, secrets: tuple[bytes, bytes], params: wire.TransportParameters) -> None:
@@ -370,6 +377,7 @@ class Connection:
             rng=self._rng,
             initial_window=config.initial_window,
             initial_rtt=self._rtt.smoothed,
+            initial_rate=None if config.initial_rate is None else config.initial_rate / 8,
         )
         self._pacer.set_rate(self._cc.pacing_rate)
         self._events.append(HandshakeCompleted(idle_timeout=self._idle_timeout))
@@ -397,7 +405,9 @@ class Connection:
             return
         acks = self._acks
         largest = acks.largest
-        pn = wire.decode_packet_number(truncated, largest)
+        pn = ((largest + 1) & ~0xFFFFFFFF) | truncated  # the common case, without a call
+        if not largest - 0x7FFFFFFF < pn <= largest + 0x80000000:
+            pn = wire.decode_packet_number(truncated, largest)
         if pn <= largest and acks.is_duplicate(pn):
             self._counters.reject(Rejection.REPLAY)
             return
@@ -470,6 +480,11 @@ class Connection:
     def _handle_ping(self, buf: memoryview, pos: int, now: float) -> int:
         return pos + 1
 
+    def _handle_hello(self, buf: memoryview, pos: int, now: float) -> int:
+        raise RemoteProtocolError(
+            "HELLO in a 1-RTT packet", close_code=ErrorCode.PROTOCOL_VIOLATION
+        )
+
     def _handle_max_data(self, buf: memoryview, pos: int, now: float) -> int:
         frame, pos = wire.pull_max_data_frame(buf, pos)
         self._credit.on_max_data(frame.maximum)
@@ -478,7 +493,7 @@ class Connection:
     def _handle_data_blocked(self, buf: memoryview, pos: int, now: float) -> int:
         frame, pos = wire.pull_data_blocked_frame(buf, pos)
         if frame.limit >= self._window.limit and self._window.update_due():
-            self._max_data_due = True
+            self._control.max_data = True
         return pos
 
     def _handle_close(self, buf: memoryview, pos: int, now: float) -> int:
@@ -529,18 +544,14 @@ class Connection:
             return
         counters = self._counters
         retransmit = self._send_streams.retransmit
+        confirming = self._recovery.largest_acked < 0
         for packet in lost:
             counters.packets_lost += 1
             counters.bytes_lost += packet.size
             if packet.chunks:
                 retransmit.extend(packet.chunks)
-            control = packet.control
-            if control & CONTROL_MAX_DATA:
-                self._max_data_due = True
-            if control & CONTROL_DATA_BLOCKED:
-                self._credit.blocked_at = -1
-            if control & CONTROL_PING and self._recovery.largest_acked < 0:
-                self._ping_due = True  # still proving our keys to the server
+            if packet.control:
+                self._control.on_lost(packet.control, self._credit, confirming)
 
     # --- 1-RTT send --------------------------------------------------------------------------
 
@@ -563,34 +574,33 @@ class Connection:
         max_batch = self.config.max_batch
         key_update_interval = self.config.key_update_interval
         peer_cid = self._hs.peer_cid
+        control_frames = self._control
         self._pacing_wakeup = None
         while True:
             if len(out) >= max_batch:
                 self._pacing_wakeup = now  # more may be due: come back at once
                 break
-            probing = self._probes_due > 0
+            probing = control_frames.probes > 0
             available = credit.limit - credit.used
             has_data = bool(retransmit) or (bool(pending) and available > 0)
             may_send_data = has_data and (
                 probing or (recovery.bytes_in_flight + mds <= cc.cwnd and pacer.can_send(now))
             )
             if pending and available <= 0 and credit.blocked_at != credit.limit:
-                self._data_blocked_due = True
-            control_due = (
-                probing
-                or acks.deadline is not None
-                or self._ping_due
-                or self._max_data_due
-                or self._data_blocked_due
-            )
-            if not may_send_data and not (control_due and (probing or self._control_due(now))):
+                control_frames.data_blocked = True
+            control_due = probing or acks.deadline is not None or control_frames.pending()
+            if not may_send_data and not (
+                control_due and (probing or acks.ack_due(now) or control_frames.pending())
+            ):
                 if has_data and recovery.bytes_in_flight + mds <= cc.cwnd:
                     self._pacing_wakeup = pacer.next_send_time()
                 break
             if not self._validated and not self._amplification_allows(mds):
                 break
             if control_due:
-                parts, control = self._control_frames(now, probing and not has_data)
+                parts, control = control_frames.build(
+                    now, acks, self._window, credit, probing and not has_data
+                )
                 space = payload_space - sum(map(len, parts))
             else:
                 parts, control, space = [], 0, payload_space
@@ -619,7 +629,9 @@ class Connection:
                 keys.update(pn)
                 counters.key_updates += 1
             header = _SHORT.pack(
-                wire.FLAG_FIXED | (wire.FLAG_KEY_PHASE if keys.phase else 0), peer_cid, pn & 0xFFFFFFFF
+                wire.FLAG_FIXED | (wire.FLAG_KEY_PHASE if keys.phase else 0),
+                peer_cid,
+                pn & 0xFFFFFFFF,
             )
             datagram = header + keys.protection.seal(pn, header, b"".join(parts))
             size = len(datagram)
@@ -634,38 +646,9 @@ class Connection:
                 )
                 pacer.on_sent(size)
                 if probing:
-                    self._probes_due -= 1
+                    control_frames.probes -= 1
         if not streams.has_data() and recovery.bytes_in_flight < cc.cwnd:
             recovery.app_limited_until = max(recovery.delivered + recovery.bytes_in_flight, 1)
-
-    def _control_due(self, now: float) -> bool:
-        """Some control frame must go out now (an ACK only once its delay is up)."""
-        return (
-            self._acks.ack_due(now) or self._ping_due or self._max_data_due or self._data_blocked_due
-        )
-
-    def _control_frames(self, now: float, ping: bool) -> tuple[list[bytes | memoryview], int]:
-        """The control frames due now (an ACK is added whenever one is pending), and the
-        retransmittable ones among them as `recovery.CONTROL_*` bits."""
-        parts: list[bytes | memoryview] = []
-        control = 0
-        if self._acks.deadline is not None:
-            parts.append(self._acks.build(now))
-        if self._max_data_due:
-            parts.append(wire.encode_max_data_frame(self._window.advance()))
-            control |= CONTROL_MAX_DATA
-            self._max_data_due = False
-        if self._data_blocked_due:
-            credit = self._credit
-            parts.append(wire.encode_data_blocked_frame(credit.limit))
-            credit.blocked_at = credit.limit
-            control |= CONTROL_DATA_BLOCKED
-            self._data_blocked_due = False
-        if self._ping_due or ping:
-            parts.append(wire.PING_FRAME)
-            control |= CONTROL_PING
-            self._ping_due = False
-        return parts, control
 
     def _keep_alive_time(self) -> float | None:
         interval = self.config.keep_alive_interval

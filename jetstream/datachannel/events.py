@@ -58,5 +58,9 @@ class ConnectionTerminated:
 
 
 Event = (
-    HandshakeCompleted | StreamDataReceived | StreamEnded | StreamAcknowledged | ConnectionTerminated
+    HandshakeCompleted
+    | StreamDataReceived
+    | StreamEnded
+    | StreamAcknowledged
+    | ConnectionTerminated
 )

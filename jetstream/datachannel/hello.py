@@ -136,7 +136,12 @@ class HelloExchange:
             raise AssertionError("handshake keys were discarded")
         ticket_id = self._ticket.ticket_id if self._type is PacketType.INITIAL else b""
         header = wire.encode_long_header(
-            self._type, self._ticket.version, self.peer_cid, self.local_cid, packet_number, ticket_id
+            self._type,
+            self._ticket.version,
+            self.peer_cid,
+            self.local_cid,
+            packet_number,
+            ticket_id,
         )
         if self._type is PacketType.INITIAL:
             padding = wire.MIN_INITIAL_DATAGRAM_SIZE - len(header) - len(frames)

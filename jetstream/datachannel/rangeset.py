@@ -80,9 +80,6 @@ class RangeSet:
         """Remove and return the lowest range (used to bound memory)."""
         return self._starts.pop(0), self._stops.pop(0)
 
-    def first(self) -> tuple[int, int]:
-        return self._starts[0], self._stops[0]
-
     def last(self) -> tuple[int, int]:
         return self._starts[-1], self._stops[-1]
 

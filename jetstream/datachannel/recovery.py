@@ -24,10 +24,6 @@ K_PERSISTENT_CONGESTION_PTOS = 3
 """This many consecutive probe timeouts without an ACK count as persistent congestion."""
 K_MAX_PROBES = 2
 
-CONTROL_PING = 1
-CONTROL_MAX_DATA = 2
-CONTROL_DATA_BLOCKED = 4
-
 StreamChunk = tuple[int, int, memoryview, bool]
 """(stream id, offset, data, fin): stream bytes queued, in flight or waiting to be resent."""
 
@@ -62,6 +58,7 @@ class SentPacket:
         self.size = size
         self.chunks = chunks
         self.control = control
+        """`control.CONTROL_*` bits: the control frames to rebuild if this packet is lost."""
         self.delivered = 0
         self.delivered_time = 0.0
         self.first_sent_time = 0.0
@@ -159,7 +156,7 @@ class Recovery:
         new_holes: list[int] = []
         above = ack.largest + 1  # low end of the range above the current one
         for low, high in ack.ranges:
-            for pn in range(max(high, floor), above):  # the gap above this range
+            for pn in range(above - 1, max(high, floor) - 1, -1):  # the gap above, downwards
                 if pn in sent:
                     new_holes.append(pn)
             if high > floor:
@@ -170,7 +167,7 @@ class Recovery:
             if low < floor and self.holes:
                 self._ack_holes(low, min(high, floor), acked)
             above = low
-        for pn in range(floor, above):
+        for pn in range(above - 1, floor - 1, -1):
             if pn in sent:
                 new_holes.append(pn)
         new_holes.reverse()
@@ -202,7 +199,9 @@ class Recovery:
                 rtt_sample = max(latest - ack_delay, self.rtt.min)
         lost = self.detect_lost(now)
         lost_bytes, tagged_lost = lost_sizes(lost)
-        sample = self._sample(newest, (acked_bytes, tagged_acked, lost_bytes, tagged_lost), rtt_sample)
+        sample = self._sample(
+            newest, (acked_bytes, tagged_acked, lost_bytes, tagged_lost), rtt_sample
+        )
         return AckOutcome(acked, lost, sample)
 
     def _ack_holes(self, low: int, high: int, acked: list[SentPacket]) -> None:

@@ -161,12 +161,18 @@ class ReceiveStreams:
         final = stream.final_size
         if fin:
             if final is not None and final != stop:
-                raise RemoteProtocolError("final size changed", close_code=ErrorCode.FINAL_SIZE_ERROR)
+                raise RemoteProtocolError(
+                    "final size changed", close_code=ErrorCode.FINAL_SIZE_ERROR
+                )
             if stream.received and stream.received.last()[1] > stop:
-                raise RemoteProtocolError("data beyond final size", close_code=ErrorCode.FINAL_SIZE_ERROR)
+                raise RemoteProtocolError(
+                    "data beyond final size", close_code=ErrorCode.FINAL_SIZE_ERROR
+                )
             stream.final_size = final = stop
         elif final is not None and stop > final:
-            raise RemoteProtocolError("data beyond final size", close_code=ErrorCode.FINAL_SIZE_ERROR)
+            raise RemoteProtocolError(
+                "data beyond final size", close_code=ErrorCode.FINAL_SIZE_ERROR
+            )
         new = stream.received.add(offset, stop)
         if final is not None and stream.received.covers(0, final):
             self._finish(stream_id)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from jetstream.errors import FailedPrecondition, NotFound, PermissionDenied
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Caller
+from jetstream.services.bandwidth import BandwidthService, share
 from jetstream.services.sandboxes import Sandboxes
 from jetstream.storage.userfs import UserFS
 from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore
@@ -51,6 +52,8 @@ class OpenedSession:
     udp_port: int
     incoming_id: str
     resumed: bool
+    max_rate_bps: int
+    """The sender's share of our incoming allowance (0: no limit)."""
 
 
 @dataclass
@@ -70,9 +73,13 @@ class ReceiveService:
         *,
         on_change: Callable[[Incoming], None] | None = None,
         metrics: TransferMetrics | None = None,
+        bandwidth: BandwidthService | None = None,
+        sending: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._bandwidth = bandwidth
+        self._sending = sending
         self._metrics = metrics or TransferMetrics()
         self._files = files
         self._sandboxes = sandboxes
@@ -121,9 +128,14 @@ class ReceiveService:
         asyncio.get_running_loop().call_later(TICKET_LIFETIME, self._endpoint.withdraw,
                                               ticket.ticket_id)
         self._changed(session.incoming)
+        cap = 0
+        if self._bandwidth is not None:
+            _out, incoming_bps = self._bandwidth.allowance(outgoing_active=self._sending(),
+                                                           incoming_active=True)
+            cap = share(incoming_bps, len(self._live))
         return OpenedSession(session_id, ticket.ticket_id, ticket.secret,
                              self._clock() + TICKET_LIFETIME, self._endpoint.port,
-                             incoming.id, resumed)
+                             incoming.id, resumed, cap)
 
     def received(self, caller: Caller, session_id: str) -> list[FileCheckpoint]:
         """Files partly on disk from earlier sessions (their checkpointed ranges)."""
@@ -149,6 +161,10 @@ class ReceiveService:
     async def close(self) -> None:
         for session_id in list(self._live):
             await self._end(session_id, TransferState.PAUSED, None)
+
+    @property
+    def receiving(self) -> bool:
+        return bool(self._live)
 
     def _session(self, caller: Caller, session_id: str) -> _Live:
         live = self._live.get(session_id)

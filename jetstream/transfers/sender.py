@@ -130,6 +130,9 @@ class PushJob:
         self._first_failure: Failure | None = None
         self._current = ""
         self._halt_outcome = peer_pb2.SESSION_OUTCOME_PAUSED
+        self._server_cap = 0
+        self._receiver_cap = 0
+        """What the receiver allows us (its server-wide incoming share), bit/s."""
 
     @property
     def progress(self) -> Progress:
@@ -142,11 +145,25 @@ class PushJob:
 
     def set_rate(self, rate: RateLimits) -> None:
         self._rate = rate
-        if self._link is not None:
-            destination = self._ctx.destinations.peek(self._transfer.destination_id)
-            limit = destination.max_rate_bps if destination else 0
-            config = data_channel_config(self._ctx.datachannel, rate, limit)
-            self._link.connection.set_rate_limits(config.rate_limits())
+        self._apply_rate()
+
+    def set_server_cap(self, bps: int) -> None:
+        """The share of the server-wide allowance this job may use now (0: no cap)."""
+        if bps != self._server_cap:
+            self._server_cap = bps
+            self._apply_rate()
+
+    def _config(self, destination_max_bps: int) -> DataChannelConfig:
+        caps = [c for c in (destination_max_bps, self._server_cap, self._receiver_cap) if c]
+        return data_channel_config(self._ctx.datachannel, self._rate, min(caps) if caps else 0)
+
+    def _apply_rate(self) -> None:
+        link = self._link
+        if link is None or not link.established.done() or link.established.exception():
+            return
+        destination = self._ctx.destinations.peek(self._transfer.destination_id)
+        config = self._config(destination.max_rate_bps if destination else 0)
+        link.connection.set_rate_limits(config.rate_limits())
 
     async def run(self) -> JobResult:
         transfer = self._transfer
@@ -262,8 +279,8 @@ class PushJob:
         except OSError as exc:
             raise Unavailable(f"cannot resolve {host}: {exc}") from None
         bind = "::" if family == socket.AF_INET6 else "0.0.0.0"
-        config = data_channel_config(self._ctx.datachannel, self._rate,
-                                     destination.max_rate_bps)
+        self._receiver_cap = opened.params.max_rate_bps
+        config = self._config(destination.max_rate_bps)
         self._endpoint = DataEndpoint(bind_udp(bind, destination.local_udp_port), config)
         link = self._endpoint.connect((address[0], address[1]), ticket)
         link.on_event = self._on_event
@@ -275,6 +292,7 @@ class PushJob:
                 f"no data-channel answer from {host} UDP {port} within {ESTABLISH_TIMEOUT:.0f} s"
                 " (is the UDP port open?)"
             ) from None
+        self._apply_rate()  # limits that changed while the handshake ran
 
     def _close_link(self) -> None:
         if self._link is not None:

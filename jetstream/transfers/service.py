@@ -26,6 +26,7 @@ from jetstream.errors import (
 )
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Caller
+from jetstream.services.bandwidth import BandwidthService, share
 from jetstream.services.destinations import ID_PATTERN, DestinationService
 from jetstream.services.events import EventLog, Severity
 from jetstream.services.manifests import ManifestService, ManifestState
@@ -69,6 +70,8 @@ class Job(Protocol):
     def set_rate(self, rate: RateLimits) -> None: ...
     def halt(self, state: TransferState) -> None:
         """Say why the job is about to be cancelled (PAUSED or CANCELLED)."""
+    def set_server_cap(self, bps: int) -> None:
+        """This job's share of the server-wide outgoing allowance (0: none)."""
 
 
 JobFactory = Callable[[Transfer, Callable[[Progress, str], None]], Job]
@@ -91,9 +94,13 @@ class TransferService:
         events: EventLog,
         *,
         metrics: TransferMetrics | None = None,
+        bandwidth: BandwidthService | None = None,
+        receiving: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._bandwidth = bandwidth
+        self._receiving = receiving
         self._metrics = metrics or TransferMetrics()
         self._destinations = destinations
         self._manifests = manifests
@@ -280,11 +287,22 @@ class TransferService:
                     continue
                 busy.add(transfer.destination_id)
                 self._launch(transfer)
+            self._rebalance()
             delay = min((t - now for t in self._not_before.values() if t > now), default=1.0)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, min(delay, 1.0)))
             except TimeoutError:
                 pass
+
+    def _rebalance(self) -> None:
+        """Split the server-wide outgoing allowance between the running jobs."""
+        if self._bandwidth is None or not self._running:
+            return
+        outgoing, _incoming = self._bandwidth.allowance(outgoing_active=True,
+                                                        incoming_active=self._receiving())
+        cap = share(outgoing, len(self._running))
+        for running in self._running.values():
+            running.job.set_server_cap(cap)
 
     def _launch(self, transfer: Transfer) -> None:
         assert self._job_factory is not None
@@ -303,6 +321,7 @@ class TransferService:
         job = self._job_factory(started, report)
         task = asyncio.create_task(self._run(started.id, job), name=f"transfer-{started.id}")
         self._running[started.id] = _Running(task, job, started.destination_id)
+        self._rebalance()
 
     async def _run(self, transfer_id: str, job: Job) -> None:
         try:
@@ -355,6 +374,10 @@ class TransferService:
         severity = Severity.ERROR if state is TransferState.FAILED else Severity.INFO
         self._event(done, f"transfer.{state.value}", f"transfer {done.id} {state.value}"
                     + (f": {failure.message}" if failure else ""), severity)
+
+    @property
+    def sending(self) -> bool:
+        return bool(self._running)
 
     def live_gauges(self) -> tuple[float, float]:
         """(sum of current send rates in bit/s, mean RTT in seconds) of running jobs."""

@@ -40,6 +40,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             receiver_udp_port=opened.udp_port,
             incoming_transfer=convert.INCOMING_PREFIX + opened.incoming_id,
             resumed=opened.resumed,
+            params=P.DataChannelParams(max_rate_bps=opened.max_rate_bps),
         )
 
     async def QueryReceivedState(self, request: P.QueryReceivedStateRequest, context: Context

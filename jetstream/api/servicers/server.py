@@ -10,6 +10,7 @@ from grpc import aio
 from jetstream.api import convert, convert_admin, paging
 from jetstream.api.interceptors import current_caller
 from jetstream.errors import InvalidArgument, Unavailable
+from jetstream.services.bandwidth import BandwidthLimits, BandwidthService
 from jetstream.services.event_queries import EventQueries
 from jetstream.services.sandboxes import Sandboxes
 from jetstream.services.server_info import ServerInfoService
@@ -26,8 +27,10 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         *,
         sandboxes: Sandboxes | None = None,
         events: EventQueries | None = None,
+        bandwidth: BandwidthService | None = None,
     ) -> None:
         self._info = info
+        self._bandwidth = bandwidth
         self._sandboxes = sandboxes
         self._events = events
 
@@ -37,6 +40,31 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         return server_pb2.GetServerInfoResponse(
             server_info=convert.server_info(self._info, now=time.time())
         )
+
+    async def GetBandwidthLimits(
+        self, request: S.GetBandwidthLimitsRequest, context: Context
+    ) -> S.GetBandwidthLimitsResponse:
+        current_caller()
+        return S.GetBandwidthLimitsResponse(
+            bandwidth_limits=convert.bandwidth_limits(self._require_bandwidth().limits))
+
+    async def UpdateBandwidthLimits(
+        self, request: S.UpdateBandwidthLimitsRequest, context: Context
+    ) -> S.UpdateBandwidthLimitsResponse:
+        wanted = request.bandwidth_limits
+        fields = set(request.update_mask.paths) or {
+            f.name for f, _ in wanted.ListFields()
+            if f.name in ("incoming_bps", "outgoing_bps", "allow_borrowing")}
+        updated = self._require_bandwidth().update(
+            current_caller(),
+            BandwidthLimits(wanted.incoming_bps, wanted.outgoing_bps, wanted.allow_borrowing),
+            fields)
+        return S.UpdateBandwidthLimitsResponse(bandwidth_limits=convert.bandwidth_limits(updated))
+
+    def _require_bandwidth(self) -> BandwidthService:
+        if self._bandwidth is None:
+            raise Unavailable("bandwidth limits are not available on this server")
+        return self._bandwidth
 
     async def ListEvents(
         self, request: S.ListEventsRequest, context: Context

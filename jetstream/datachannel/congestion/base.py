@@ -93,6 +93,7 @@ class CongestionController(ABC):
         rng: random.Random,
         initial_window: int,
         initial_rtt: float,
+        initial_rate: float | None = None,
     ) -> None:
         self.max_datagram_size = max_datagram_size
         self.limits = limits
@@ -101,6 +102,8 @@ class CongestionController(ABC):
         """Packets allowed in flight before the first ACK."""
         self.initial_rtt = initial_rtt
         """The handshake's RTT sample: sets the first pacing rate."""
+        self.initial_rate = initial_rate
+        """Bytes/s this path delivered before, if the application remembers: start there."""
 
     @abstractmethod
     def on_ack(self, *, now: float, sample: AckSample) -> None:
@@ -142,6 +145,7 @@ def create_congestion_control(
     rng: random.Random,
     initial_window: int,
     initial_rtt: float,
+    initial_rate: float | None = None,
 ) -> CongestionController:
     try:
         factory = _REGISTRY[name]
@@ -154,4 +158,5 @@ def create_congestion_control(
         rng=rng,
         initial_window=initial_window,
         initial_rtt=initial_rtt,
+        initial_rate=initial_rate,
     )

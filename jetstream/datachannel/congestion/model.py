@@ -26,7 +26,7 @@ What it believes (docs/protocol.md section 9):
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from jetstream.datachannel.congestion.base import (
     AckSample,
@@ -42,6 +42,9 @@ CWND_GAIN = 2.0
 PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 BW_WINDOW_ROUNDS = 10
 MIN_RTT_WINDOW = 10.0
+MIN_RTT_TOLERANCE = 0.0005
+"""A sample this close to min_rtt confirms it, so PROBE_RTT (halving the window for 200 ms)
+only happens when no sample came near the minimum for 10 s: a queue that never drains."""
 PROBE_RTT_DURATION = 0.2
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
@@ -51,15 +54,40 @@ QUEUE_MIN = 0.002
 """FAIR's queue target: max(QUEUE_MIN, QUEUE_FRACTION * min_rtt) of standing queue."""
 LOW_PRIORITY_QUEUE_SHARE = 0.25
 """LOW_PRIORITY's queue target, relative to FAIR's."""
-SHARE_DECREASE = {RatePolicy.FAIR: 0.05, RatePolicy.LOW_PRIORITY: 0.5}
 SHARE_STEP_PACKETS = 4
 """First additive step of the share rate, in packets per round trip."""
-SHARE_STEP_DOUBLINGS = 6
-SHARE_RELEASE = 1.1
-"""Once the share rate exceeds the model's rate by this factor the queue is gone for good:
-pacing returns to the model, whose samples now come from the shared period."""
+SHARE_MAX_STEP = 1 / 16
+SHARE_MAX = 1.25
+"""Steps and the share itself are bounded by what the path gave us lately (its long-term
+rate): that is the same for every flow that was there, and keeps small links safe."""
+
+
+class ShareRules(NamedTuple):
+    decrease: float
+    """Least multiplicative decrease on a standing queue."""
+    doublings: int
+    """How often the additive step doubles while no queue stands (fast regrowth)."""
+    quiet_rounds: int
+    """Rounds without a standing queue before pacing may return to the model..."""
+    until_long_bw: bool
+    """...and only once the share reached what the path gave us lately."""
+
+
+SHARE_RULES = {
+    RatePolicy.FAIR: ShareRules(decrease=0.05, doublings=6, quiet_rounds=6, until_long_bw=True),
+    # Gentle growth, and back to the model only after a long quiet spell: any flow that
+    # keeps a queue, even a small one, keeps a LOW_PRIORITY flow down.
+    RatePolicy.LOW_PRIORITY: ShareRules(
+        decrease=0.5, doublings=0, quiet_rounds=16, until_long_bw=False
+    ),
+}
+LONG_BW_DECAY = 0.99
+"""Per round: the memory of what the path gave us halves in about 70 rounds."""
 SHARE_HOLD_ROUNDS = 2
 """Rounds a decrease needs before the queue shows its effect."""
+PROBE_GROWTH = 1.2
+"""A probe that raised the delivery rate this much means the path has room: STARTUP again,
+so that capacity freed by another flow is taken in a few rounds, not a few dozen."""
 PROBE_LOSS_MARGIN = 0.02
 """A probe ends early when its loss exceeds the path's random loss by this much."""
 MAX_LOSS_COMPENSATION = 0.25
@@ -74,7 +102,11 @@ class ModelController(CongestionController):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.cwnd = self.initial_window * self.max_datagram_size
-        self.pacing_rate = self.limits.clamp(STARTUP_GAIN * self.cwnd / self.initial_rtt)
+        rate = STARTUP_GAIN * self.cwnd / self.initial_rtt
+        if self.initial_rate:  # a remembered rate: startup goes on from there
+            self.cwnd = max(self.cwnd, int(CWND_GAIN * self.initial_rate * self.initial_rtt))
+            rate = max(rate, self.initial_rate)
+        self.pacing_rate = self.limits.clamp(rate)
         self.mode = "startup"
         self.btlbw = 0.0
         self._bw_rounds: list[tuple[int, float]] = []
@@ -94,12 +126,15 @@ class ModelController(CongestionController):
         self._phase_acked = 0
         self._phase_lost = 0
         self._probe_rtt_done: float | None = None
+        self._probe_start_bw = math.inf
         self._tagged_lost = 0.0
         self._tagged_total = 0.0
         """Decayed byte counts of packets sent while draining: their loss is random."""
         self.share_rate = math.inf
         """Pacing base from queue feedback (bytes/s); infinite until a standing queue."""
         self._share_step = 0
+        self._long_bw = 0.0
+        """Slowly decaying max of ``btlbw``: what the path gave us before others came."""
         self._share_hold = 0
         """Rounds to wait before judging the queue again: a decrease shows one round late."""
         self._delivery_rate = 0.0
@@ -143,16 +178,6 @@ class ModelController(CongestionController):
     def on_persistent_congestion(self, *, now: float) -> None:
         self.cwnd = MIN_CWND_PACKETS * self.max_datagram_size
 
-    def log_data(self) -> dict[str, float | str]:
-        return {
-            "mode": self.mode,
-            "btlbw": self.btlbw,
-            "min_rtt": self.min_rtt,
-            "pacing_gain": self._pacing_gain,
-            "random_loss": self.random_loss,
-            "share_rate": self.share_rate,
-        }
-
     # --- model ---------------------------------------------------------------------------
 
     @property
@@ -180,6 +205,8 @@ class ModelController(CongestionController):
         self._latest_rtt = rtt
         if rtt < self._round_min_rtt:
             self._round_min_rtt = rtt
+        if rtt <= self.min_rtt + MIN_RTT_TOLERANCE:
+            self._min_rtt_stamp = now  # the queue still drains to empty: min_rtt holds
         expired = now - self._min_rtt_stamp > MIN_RTT_WINDOW
         if rtt <= self.min_rtt or expired:
             self.min_rtt = rtt
@@ -203,6 +230,7 @@ class ModelController(CongestionController):
     def _on_round_end(self) -> None:
         self._tagged_lost *= LOSS_SAMPLE_DECAY
         self._tagged_total *= LOSS_SAMPLE_DECAY
+        self._long_bw = max(self._long_bw * LONG_BW_DECAY, self.btlbw)
         queue_delay = self._round_min_rtt - self.min_rtt
         standing_queue = queue_delay > self._queue_target()
         self._round_min_rtt = math.inf
@@ -212,11 +240,16 @@ class ModelController(CongestionController):
                 self._full_bw_rounds = 0
             else:
                 self._full_bw_rounds += 1
-            if self._full_bw_rounds >= FULL_BW_ROUNDS:
+            # A LOW_PRIORITY flow also stops at its first standing queue: it must not push
+            # its way into a busy path the way a FAIR flow's startup does.
+            low_priority = self.limits.policy is RatePolicy.LOW_PRIORITY
+            if self._full_bw_rounds >= FULL_BW_ROUNDS or (low_priority and standing_queue):
                 self._filled_pipe = True
                 self.mode = "drain"
         elif self.mode == "probe_bw":
-            if self._share_hold:
+            if self.share_rate == math.inf and self.btlbw >= PROBE_GROWTH * self._probe_start_bw:
+                self._restart_startup()  # a probe found much more room: search fast again
+            elif self._share_hold:
                 self._share_hold -= 1
             else:
                 self._adjust_share(queue_delay if standing_queue else 0.0)
@@ -228,7 +261,7 @@ class ModelController(CongestionController):
             delivered = self._delivery_rate / (1 - min(self.random_loss, MAX_LOSS_COMPENSATION))
             base = min(self.share_rate, delivered or self._bw())
             drain = (queue_delay - self._queue_target() / 2) / self.min_rtt
-            decrease = min(max(SHARE_DECREASE[self.limits.policy], drain), 0.5)
+            decrease = min(max(SHARE_RULES[self.limits.policy].decrease, drain), 0.5)
             floor = MIN_CWND_PACKETS * self.max_datagram_size / self.min_rtt  # keeps ACKs coming
             self.share_rate = max(base * (1 - decrease), self.limits.min_rate, floor)
             self._share_step = 0
@@ -236,11 +269,16 @@ class ModelController(CongestionController):
             del self._bw_rounds[:-1]  # forget rates from before the competition
             self.btlbw = self._bw_rounds[-1][1] if self._bw_rounds else self.btlbw
         elif self.share_rate != math.inf:
-            step = SHARE_STEP_PACKETS << min(self._share_step, SHARE_STEP_DOUBLINGS)
-            self.share_rate += step * self.max_datagram_size / self.min_rtt
+            rules = SHARE_RULES[self.limits.policy]
+            long_bw = self._long_bw / (1 - min(self.random_loss, MAX_LOSS_COMPENSATION))
+            packets = SHARE_STEP_PACKETS << min(self._share_step, rules.doublings)
+            step = min(packets * self.max_datagram_size / self.min_rtt, SHARE_MAX_STEP * long_bw)
+            self.share_rate = min(self.share_rate + step, SHARE_MAX * long_bw)
             self._share_step += 1
-            if self.share_rate > SHARE_RELEASE * self._bw():
-                self.share_rate = math.inf
+            if self._share_step >= rules.quiet_rounds and (
+                not rules.until_long_bw or self.share_rate >= long_bw
+            ):
+                self.share_rate = math.inf  # the others are gone: back to the model
 
     def _bdp(self) -> float:
         return self._bw() * self.min_rtt
@@ -279,6 +317,7 @@ class ModelController(CongestionController):
     def _enter_probe_bw(self, now: float) -> None:
         self.mode = "probe_bw"
         self._share_hold = 2  # the queue of STARTUP or PROBE_RTT is still draining
+        self._probe_start_bw = self.btlbw  # growth beyond this calls for STARTUP again
         self._cwnd_gain = CWND_GAIN
         # Start anywhere but in the 0.75 phase, so that flows do not probe in lockstep.
         index = int(self.rng.random() * (len(PROBE_GAINS) - 1))
@@ -288,6 +327,15 @@ class ModelController(CongestionController):
     def _start_phase(self, now: float) -> None:
         self._cycle_stamp = now
         self._phase_acked = self._phase_lost = 0
+        if PROBE_GAINS[self._cycle_index] > 1:
+            self._probe_start_bw = self.btlbw
+
+    def _restart_startup(self) -> None:
+        self.mode = "startup"
+        self._filled_pipe = False
+        self._cwnd_gain = STARTUP_CWND_GAIN
+        self._full_bw = self.btlbw
+        self._full_bw_rounds = 0
 
     def _probe_rtt_cwnd(self) -> int:
         return max(MIN_CWND_PACKETS * self.max_datagram_size, int(0.5 * self._bdp()))
