@@ -253,7 +253,13 @@ def cp(paths: tuple[str, ...], detach: bool, overwrite: str | None, includes: tu
        max_rate: str | None, local_address: str | None) -> None:
     """Copy SRC... to DEST, where either side is HOST[:PORT]:PATH (or both are).
 
+    \b
+    jetstreamctl cp a.mov dir/ HOST:/in/       push (the local server sends)
+    jetstreamctl cp HOST:/out/x HOST:/out/y .  pull (HOST sends to the local server)
+    jetstreamctl cp -d a.mov HOST:/in/new.mov  print the transfer id and return
+
     Shows a live progress bar until the transfer ends; exit 5 if it failed or was cancelled.
+    A directory is copied with everything below it.
     """
     if len(paths) < 2:
         raise CtlError("cp needs at least one SRC and a DEST", EXIT_USAGE)
