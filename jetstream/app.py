@@ -147,7 +147,8 @@ async def start_server(
         sender = SenderContext(destinations, manifests, files, sandboxes,
                                identity.server_uid, info.friendly_name, datachannel,
                                transfer_metrics)
-        transfers.start(lambda transfer, report: PushJob(transfer, report, sender))
+        transfers.start(lambda transfer, report, record: PushJob(transfer, report, record,
+                                                                 sender))
         services = ApiServices(
             info=info,
             auth=auth,

@@ -40,6 +40,7 @@ from jetstream.transfers.model import (
     TransferOptions,
     TransferState,
 )
+from jetstream.transfers.store import FileRow
 from jetstream.v1 import (
     auth_pb2,
     common_pb2,
@@ -78,6 +79,7 @@ def server_info(info: ServerInfoService, *, now: float) -> server_pb2.ServerInfo
         allow_remote_control=info.config.api_allow_remote_control,
         data_channel_public_key=info.identity.datachannel_public_key,
         capabilities=list(info.capabilities),
+        api_tokens_enabled=info.api_tokens_enabled,
         telemetry_enabled=not info.config.disable_telemetry,
         tls_certificate_sha256=info.tls.fingerprint if info.tls else b"",
         tls_certificate_days_left=info.tls.days_left if info.tls else 0,
@@ -455,6 +457,40 @@ def incoming(i: Incoming, *, now: float) -> transfers_pb2.IncomingTransfer:
         message.last_receive_time.CopyFrom(timestamp(i.last_receive_at))
     if i.ended_at:
         message.end_time.CopyFrom(timestamp(i.ended_at))
+    return message
+
+
+_FILE_STATES = {
+    "pending": transfers_pb2.TRANSFER_FILE_STATE_PENDING,
+    "done": transfers_pb2.TRANSFER_FILE_STATE_DONE,
+    "skipped": transfers_pb2.TRANSFER_FILE_STATE_SKIPPED,
+    "failed": transfers_pb2.TRANSFER_FILE_STATE_FAILED,
+}
+
+
+def file_state_filter(values: Iterable[int]) -> list[str]:
+    names = {wire: name for name, wire in _FILE_STATES.items()}
+    unknown = [v for v in values if v not in names]
+    if unknown:
+        raise InvalidArgument("states: only PENDING, DONE, SKIPPED and FAILED are recorded")
+    return [names[v] for v in values]
+
+
+def transfer_file(row: FileRow) -> transfers_pb2.TransferFile:
+    message = transfers_pb2.TransferFile(
+        path=row.dest_path,
+        source_path=(f"/{row.source_root}" if row.source_root else "") + row.source_path,
+        kind=_FILE_KINDS[row.kind],
+        size_bytes=row.size,
+        bytes_done=row.bytes_done,
+        state=_FILE_STATES[row.state],
+        digest=row.digest,
+    )
+    if row.error and row.state == "failed":
+        message.error.CopyFrom(common_pb2.ErrorDetail(reason="FILE_FAILED", message=row.error,
+                                                      path=row.dest_path))
+    if row.ended_at:
+        message.end_time.CopyFrom(timestamp(row.ended_at))
     return message
 
 

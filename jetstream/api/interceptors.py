@@ -95,6 +95,8 @@ class CallInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         async def fail(context: aio.ServicerContext, exc: BaseException) -> None:
             if isinstance(exc, JetstreamError):
                 code, message = status_for(exc), str(exc)
+            elif isinstance(exc, NotImplementedError):  # the generated base class's default
+                code, message = grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented yet"
             else:
                 log.exception("internal error in %s", method)
                 code, message = grpc.StatusCode.INTERNAL, "internal server error; see the log"

@@ -15,7 +15,10 @@ from jetstream.tls import TlsIdentity
 API_VERSION = 1
 
 #: Features a client may test for before using them.
-CAPABILITIES: tuple[str, ...] = ("health", "reflection", "auth.session_tokens")
+CAPABILITIES: tuple[str, ...] = (
+    "health", "reflection", "auth.session_tokens", "auth.local_socket", "transfers.push",
+    "transfers.resume", "bandwidth_limits", "files",
+)
 
 
 @dataclass
@@ -41,5 +44,9 @@ class ServerInfoService:
         return self.config.server_name or self.hostname
 
     @property
+    def api_tokens_enabled(self) -> bool:
+        return not self.config.api_disable_api_tokens
+
+    @property
     def capabilities(self) -> tuple[str, ...]:
-        return CAPABILITIES
+        return CAPABILITIES + (("api_tokens",) if self.api_tokens_enabled else ())

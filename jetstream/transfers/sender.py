@@ -44,6 +44,7 @@ from jetstream.transfers.model import (
     TransferState,
 )
 from jetstream.transfers.service import JobResult
+from jetstream.transfers.store import FileRecord
 from jetstream.transport.endpoint import DataEndpoint, DataLink
 from jetstream.transport.sockets import bind_udp
 from jetstream.v1 import common_pb2, peer_pb2, stream_records_pb2
@@ -107,9 +108,12 @@ def data_channel_config(base: DataChannelConfig, rate: RateLimits,
 
 class PushJob:
     def __init__(self, transfer: Transfer, report: Callable[[Progress, str], None],
-                 context: SenderContext) -> None:
+                 record: Callable[[list[FileRecord]], None], context: SenderContext) -> None:
         self._transfer = transfer
         self._report = report
+        self._record = record
+        self._finished: list[FileRecord] = []
+        self._digests: dict[int, bytes] = {}
         self._ctx = context
         self._rate = transfer.options.rate
         self._link: DataLink | None = None
@@ -377,6 +381,7 @@ class PushJob:
         return file_id
 
     def _trailer(self, file_id: int, digest: bytes, changed: bool) -> None:
+        self._digests[file_id] = digest
         self._write_record(stream_records_pb2.SenderRecord(trailer=stream_records_pb2.FileTrailer(
             file_id=file_id, digest=digest, source_changed=changed)))
 
@@ -387,7 +392,7 @@ class PushJob:
         link = self._require_link()
         for read in reads:
             if isinstance(read, Failure):
-                self._fail_local(read)
+                self._fail_local(read, next(e for e in batch if e.dest_path == read.path))
                 continue
             await link.wait_for_space(len(read.data) + 4096)
             await self._make_room()
@@ -403,7 +408,7 @@ class PushJob:
         try:
             handle = await self._ctx.files.run(principal, userfs.open_read, location)
         except JetstreamError as exc:
-            self._fail_local(Failure("SOURCE_UNREADABLE", str(exc), entry.dest_path))
+            self._fail_local(Failure("SOURCE_UNREADABLE", str(exc), entry.dest_path), entry)
             return
         link = self._require_link()
         try:
@@ -439,7 +444,9 @@ class PushJob:
             raise Unavailable(f"data channel lost: {why}")
         return self._link
 
-    def _fail_local(self, failure: Failure) -> None:
+    def _fail_local(self, failure: Failure, entry: ManifestEntry | None = None) -> None:
+        if entry is not None:
+            self._finished.append((entry.seq, "failed", 0, b"", failure.message, time.time()))
         self._counts["failed"] += 1
         self._first_failure = self._first_failure or failure
 
@@ -454,6 +461,7 @@ class PushJob:
     def _settle(self, outcome: stream_records_pb2.FileOutcome) -> None:
         """Account one file's verdict; keep it for another attempt if it may succeed then."""
         entry = self._sent.pop(outcome.file_id, None)
+        digest = self._digests.pop(outcome.file_id, b"")
         if entry is None:
             return
         result = "skipped" if outcome.skipped else "ok" if outcome.ok else "failed"
@@ -469,6 +477,10 @@ class PushJob:
                 outcome.error.reason or "FILE_FAILED", outcome.error.message,
                 entry.dest_path)
         self._ctx.metrics.files.labels("outgoing", result).inc()
+        state = "skipped" if outcome.skipped else "done" if outcome.ok else "failed"
+        self._finished.append((entry.seq, state, entry.size if outcome.ok else 0,
+                               digest if outcome.ok else b"", outcome.error.message,
+                               time.time()))
 
     # --- progress ----------------------------------------------------------------------------
 
@@ -487,7 +499,13 @@ class PushJob:
             last_bytes, last_retransmitted, last_time = sent, retransmitted, now
             self._publish("sending", rate=rate)
 
+    def _flush_records(self) -> None:
+        if self._finished:
+            self._record(self._finished)
+            self._finished = []
+
     def _publish(self, status: str, *, rate: float = 0.0) -> None:
+        self._flush_records()
         stats = self._link.statistics() if self._link is not None else None
         previous = self._progress
         self._progress = Progress(

@@ -41,7 +41,7 @@ from jetstream.transfers.model import (
     TransferState,
     failure_reason,
 )
-from jetstream.transfers.store import TransferStore
+from jetstream.transfers.store import FileRecord, FileRow, TransferStore
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,9 @@ class Job(Protocol):
         """This job's share of the server-wide outgoing allowance (0: none)."""
 
 
-JobFactory = Callable[[Transfer, Callable[[Progress, str], None]], Job]
-"""(transfer, report(progress, status)) -> a job that moves its data."""
+JobFactory = Callable[
+    [Transfer, Callable[[Progress, str], None], Callable[[list[FileRecord]], None]], Job]
+"""(transfer, report(progress, status), record(finished files)) -> a job that moves data."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,11 @@ class TransferService:
         self._wake.set()
         return updated
 
+    def files(self, caller: Caller, transfer_id: str, *, after_seq: int, limit: int,
+              states: list[str]) -> list[FileRow]:
+        return self._store.files(self.get(caller, transfer_id), after_seq=after_seq,
+                                 limit=limit, states=states)
+
     async def watch(self, caller: Caller, transfer_id: str
                     ) -> AsyncIterator[tuple[UpdateKind, Transfer]]:
         """A snapshot, then every state change and progress report, until a terminal state."""
@@ -318,7 +324,10 @@ class TransferService:
         def report(progress: Progress, status: str) -> None:
             self._progress(started.id, progress, status)
 
-        job = self._job_factory(started, report)
+        def record(files: list[FileRecord]) -> None:
+            self._store.record_files(started.id, files)
+
+        job = self._job_factory(started, report, record)
         task = asyncio.create_task(self._run(started.id, job), name=f"transfer-{started.id}")
         self._running[started.id] = _Running(task, job, started.destination_id)
         self._rebalance()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from jetstream.state.database import Database
 from jetstream.transfers.model import (
@@ -16,6 +16,26 @@ from jetstream.transfers.model import (
     TransferOptions,
     TransferState,
 )
+
+
+@dataclass(frozen=True)
+class FileRow:
+    seq: int
+    source_root: str
+    source_path: str
+    dest_path: str
+    kind: str
+    size: int
+    state: str
+    """pending, done, skipped or failed."""
+    bytes_done: int
+    digest: bytes
+    error: str
+    ended_at: float
+
+
+FileRecord = tuple[int, str, int, bytes, str, float]
+"""(manifest seq, state, bytes done, digest, error, ended at) of one finished file."""
 
 
 class TransferStore:
@@ -106,8 +126,7 @@ class TransferStore:
             ("the server restarted; resuming from the last checkpoint", now),
         )
 
-    def record_files(self, transfer_id: str, outcomes: Sequence[tuple[int, str, int, bytes, str,
-                                                                       float]]) -> None:
+    def record_files(self, transfer_id: str, outcomes: Sequence[FileRecord]) -> None:
         """Upsert (seq, state, bytes_done, digest, error, ended_at) per file, in one commit."""
         with self._db.transaction() as conn:
             conn.executemany(
@@ -118,10 +137,23 @@ class TransferStore:
                 [(transfer_id, *o) for o in outcomes],
             )
 
-    def file_states(self, transfer_id: str) -> dict[int, str]:
-        rows = self._db.query("SELECT seq, state FROM transfer_files WHERE transfer_id = ?",
-                              (transfer_id,))
-        return {row["seq"]: row["state"] for row in rows}
+    def files(self, transfer: Transfer, *, after_seq: int, limit: int,
+              states: Sequence[str]) -> list[FileRow]:
+        """Manifest entries with what happened to each, in manifest order."""
+        sql = ("SELECT e.seq, e.source_root, e.source_path, e.dest_path, e.kind, e.size,"
+               " coalesce(f.state, 'pending') AS state, coalesce(f.bytes_done, 0) AS done,"
+               " coalesce(f.digest, x'') AS digest, coalesce(f.error, '') AS error,"
+               " coalesce(f.ended_at, 0) AS ended_at FROM manifest_entries e"
+               " LEFT JOIN transfer_files f ON f.transfer_id = ? AND f.seq = e.seq"
+               " WHERE e.manifest_id = ? AND e.seq > ?")
+        params: list[object] = [transfer.id, transfer.manifest_id, after_seq]
+        if states:
+            sql += f" AND coalesce(f.state, 'pending') IN ({','.join('?' * len(states))})"
+            params += list(states)
+        rows = self._db.query(sql + " ORDER BY e.seq LIMIT ?", [*params, limit])
+        return [FileRow(row["seq"], row["source_root"], row["source_path"], row["dest_path"],
+                        row["kind"], row["size"], row["state"], row["done"],
+                        bytes(row["digest"]), row["error"], row["ended_at"]) for row in rows]
 
 
 def _transfer(row: sqlite3.Row) -> Transfer:

@@ -35,6 +35,8 @@ def _missing() -> str | None:
             return f"{tool} is not installed"
     if not os.path.exists("/usr/sbin/sshd"):
         return "sshd is not installed (apt-get install openssh-server)"
+    if not os.path.exists("/usr/bin/time"):
+        return "GNU time is not installed (apt-get install time)"
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from jetstream.datachannel import crypto
+from jetstream.datachannel import crypto, wire
 from jetstream.datachannel.handshake import KeyExchange, SessionTicket
 from jetstream.errors import RemoteProtocolError
 
@@ -88,3 +88,27 @@ def test_no_key_material_in_reprs() -> None:
 def test_ticket_shape_is_checked() -> None:
     with pytest.raises(ValueError):
         SessionTicket(b"short", bytes(32))
+
+
+def test_the_vectors_in_the_specification() -> None:
+    """docs/protocol.md section 18: a second implementation checks itself against these."""
+    ticket = SessionTicket(bytes(range(16)), bytes(range(32, 64)))
+    c2s, s2c = crypto.initial_secrets(ticket.secret, ticket.ticket_id)
+    assert c2s.hex() == "7d1f665aa6857706152be5ec34481dc97419f2b753d9e96db5e184fd3c3664da"
+    assert s2c.hex() == "4e1c72068b51c93185ef072f0e2097047844ec8bf7cfd3b6f983fa7675c70b22"
+    header = wire.encode_short_header(0, bytes(8), 1)
+    sealed = crypto.PacketProtection("AES-128-GCM", c2s).seal(1, header, wire.PING_FRAME)
+    assert sealed.hex() == "bcb87f49d045a129f7afe52045d6dca9c8"
+    client = KeyExchange(ticket, lambda n: bytes([1]) * n)
+    server = KeyExchange(ticket, lambda n: bytes([2]) * n)
+    params = wire.TransportParameters(30.0, 1 << 26, 1472, 0.005)
+    hellos = (
+        wire.encode_hello_frame(client.public_key, params),
+        wire.encode_hello_frame(server.public_key, params),
+    )
+    c2s0, s2c0 = client.traffic_secrets(server.public_key, b"\xc1" * 8, b"\x5e" * 8, *hellos)
+    assert c2s0.hex() == "5be0b85b9498be4d0c30bee9b68147e669544e85a4652238f062b9aa235e9a59"
+    assert s2c0.hex() == "b0d31afb4108d3dcb134fe5fadf8b0d0ff8abaaf884f973941463c2435d1af1b"
+    assert crypto.next_secret(c2s0).hex() == (
+        "599025ce129c2e673fabbf330066583c61465d558593f64b268a71374d09d468"
+    )

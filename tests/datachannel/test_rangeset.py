@@ -34,7 +34,7 @@ def test_add_one_contains_covers_and_descending() -> None:
     assert ranges.covers(0, 3) and not ranges.covers(0, 4) and ranges.covers(4, 4)
     assert ranges.descending(2) == [(7, 9), (5, 6)]
     assert ranges.pop_first() == (0, 3)
-    assert ranges.first() == (5, 6) and ranges.last() == (7, 9)
+    assert list(ranges)[0] == (5, 6) and ranges.last() == (7, 9)
 
 
 def test_empty_range_is_ignored() -> None:

@@ -97,6 +97,11 @@ def test_unwritable_directory_fails_that_file_only(tmp_path, dirs):
             assert done.error.reason == "PERMISSION_DENIED", done.error
             assert "locked/b.txt" in done.error.message + done.error.path
             assert done.progress.files_failed == 1
+            failed = (await api.transfers.ListTransferFiles(T.ListTransferFilesRequest(
+                parent=transfer.name, states=[T.TRANSFER_FILE_STATE_FAILED]),
+                metadata=api.auth)).files
+            assert [f.path for f in failed] == [f"{src.name}/locked/b.txt"]
+            assert "permission denied" in failed[0].error.message
 
     asyncio.run(main())
     assert (dst / src.name / "ok" / "a.txt").read_bytes() == b"a" * 100

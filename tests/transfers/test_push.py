@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from jetstream.v1 import common_pb2
+from jetstream.v1 import common_pb2, transfers_pb2
 from tests.system.users import ALICE, require_root
 from tests.transfers.helpers import (
     chown_tree,
@@ -78,6 +78,12 @@ def test_push_a_tree_arrives_identical(tmp_path, dirs):
             assert done.state == common_pb2.TRANSFER_STATE_COMPLETED, done.error
             assert done.progress.files_done == done.progress.files_total
             assert done.progress.bytes_done == done.progress.bytes_total
+            files = (await api.transfers.ListTransferFiles(transfers_pb2.ListTransferFilesRequest(
+                parent=transfer.name, page_size=1000), metadata=api.auth)).files
+            assert len(files) == done.progress.files_total
+            assert {f.state for f in files} == {transfers_pb2.TRANSFER_FILE_STATE_DONE}
+            big = next(f for f in files if f.path.endswith("big.bin"))
+            assert len(big.digest) == 32 and big.bytes_done == big.size_bytes == 24 << 20
             sent, received = scrape(a), scrape(b)
             assert 'jetstream_transfers_finished_total{direction="outgoing",result="completed"}' \
                 ' 1.0' in sent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from grpc import aio
 
@@ -88,15 +89,23 @@ class TransferServicer(transfers_pb2_grpc.TransferServiceServicer):
     async def UpdateTransfer(self, request: T.UpdateTransferRequest, context: Context
                              ) -> T.UpdateTransferResponse:
         wanted = request.transfer
-        paths = set(request.update_mask.paths) or {
+        paths = {path.split(".")[0] for path in request.update_mask.paths} or {
             f.name for f, _ in wanted.ListFields() if f.name in _UPDATABLE}
         if not paths or not paths <= _UPDATABLE:
             raise InvalidArgument("update_mask may name priority, rate_limit and "
                                   "checkpoint_interval")
+        rate = convert.rate_limits(wanted.rate_limit) if "rate_limit" in paths else None
+        parts = [p.split(".", 1)[1] for p in request.update_mask.paths
+                 if p.startswith("rate_limit.")]
+        if rate is not None and parts:  # only the named sub-fields change
+            current = self._transfers.get(current_caller(), _id(wanted.name)).options.rate
+            if not set(parts) <= {"min_bps", "target_bps", "max_bps", "policy"}:
+                raise InvalidArgument(f"unknown rate_limit fields: {', '.join(parts)}")
+            rate = replace(current, **{part: getattr(rate, part) for part in parts})
         updated = self._transfers.update(
             current_caller(), _id(wanted.name),
             priority=wanted.priority if "priority" in paths else None,
-            rate=convert.rate_limits(wanted.rate_limit) if "rate_limit" in paths else None,
+            rate=rate,
             checkpoint_interval=(convert.duration_seconds(wanted.checkpoint_interval)
                                  if "checkpoint_interval" in paths else None))
         return T.UpdateTransferResponse(transfer=convert.transfer(updated, now=time.time()))
@@ -120,6 +129,19 @@ class TransferServicer(transfers_pb2_grpc.TransferServiceServicer):
                              ) -> T.DeleteTransferResponse:
         self._transfers.delete(current_caller(), _id(request.name), force=request.force)
         return T.DeleteTransferResponse()
+
+    async def ListTransferFiles(self, request: T.ListTransferFilesRequest, context: Context
+                                ) -> T.ListTransferFilesResponse:
+        query = {"parent": request.parent, "states": list(request.states)}
+        limit = paging.page_size(request.page_size)
+        after = paging.decode_token(request.page_token, query)
+        rows = self._transfers.files(current_caller(), _id(request.parent),
+                                     after_seq=int(after) if after else -1, limit=limit + 1,
+                                     states=convert.file_state_filter(request.states))
+        page, more = rows[:limit], len(rows) > limit
+        return T.ListTransferFilesResponse(
+            files=[convert.transfer_file(row) for row in page],
+            next_page_token=paging.encode_token(str(page[-1].seq), query) if more else "")
 
     async def GetIncomingTransfer(self, request: T.GetIncomingTransferRequest,
                                   context: Context) -> T.GetIncomingTransferResponse:

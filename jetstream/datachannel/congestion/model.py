@@ -15,12 +15,13 @@ What it believes (docs/protocol.md section 9):
   policy's target means the flows sharing the bottleneck send more than it carries. From
   then on a *share rate* replaces ``btlbw`` and the gain cycle in PROBE_BW: on each such
   round it drops below what the flow was actually delivered, by enough to drain the queue
-  to half the target within a round trip; otherwise it grows by steps of 4, 8, 16... (at
-  most 256) packets per round trip, the same steps for every flow. The decrease is
-  proportional to the rate and the increase is not, which makes competing flows converge
-  to equal shares (Chiu & Jain); a max filter alone keeps whatever split the flows started
-  with. FAIR targets a queue of ``min_rtt / 8``; LOW_PRIORITY targets a quarter of that
-  and halves its share on each excess, so it yields to any fair flow, like LEDBAT.
+  to half the target within a round trip; otherwise it grows by steps of 4, 8, 16...
+  packets per round trip, the same steps for every flow, bounded by what the path gave the
+  flow lately. The decrease is proportional to the rate and the increase is not, which
+  makes competing flows converge to equal shares (Chiu & Jain); a max filter alone keeps
+  whatever split the flows started with. FAIR targets a queue of ``min_rtt / 8``;
+  LOW_PRIORITY targets a quarter of that, halves its share on each excess and grows
+  slowly, so it yields to any fair flow, like LEDBAT, and takes the path when alone.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ SHARE_RULES = {
 }
 LONG_BW_DECAY = 0.99
 """Per round: the memory of what the path gave us halves in about 70 rounds."""
+OWN_QUEUE_PHASES = 3
+"""Following the model, the queue seen in the probe, drain and next phase is our own probe's:
+it is not judged (a LOW_PRIORITY flow alone would otherwise yield to itself)."""
 SHARE_HOLD_ROUNDS = 2
 """Rounds a decrease needs before the queue shows its effect."""
 PROBE_GROWTH = 1.2
@@ -251,7 +255,7 @@ class ModelController(CongestionController):
                 self._restart_startup()  # a probe found much more room: search fast again
             elif self._share_hold:
                 self._share_hold -= 1
-            else:
+            elif self.share_rate != math.inf or self._cycle_index >= OWN_QUEUE_PHASES:
                 self._adjust_share(queue_delay if standing_queue else 0.0)
 
     def _adjust_share(self, queue_delay: float) -> None:
@@ -317,7 +321,6 @@ class ModelController(CongestionController):
     def _enter_probe_bw(self, now: float) -> None:
         self.mode = "probe_bw"
         self._share_hold = 2  # the queue of STARTUP or PROBE_RTT is still draining
-        self._probe_start_bw = self.btlbw  # growth beyond this calls for STARTUP again
         self._cwnd_gain = CWND_GAIN
         # Start anywhere but in the 0.75 phase, so that flows do not probe in lockstep.
         index = int(self.rng.random() * (len(PROBE_GAINS) - 1))
@@ -331,6 +334,7 @@ class ModelController(CongestionController):
             self._probe_start_bw = self.btlbw
 
     def _restart_startup(self) -> None:
+        self._probe_start_bw = math.inf  # the next probe phase sets the new baseline
         self.mode = "startup"
         self._filled_pipe = False
         self._cwnd_gain = STARTUP_CWND_GAIN

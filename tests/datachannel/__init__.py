@@ -1,0 +1,1 @@
+"""Tests of the data channel core and the network simulator."""
