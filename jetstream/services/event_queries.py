@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from jetstream.errors import InvalidArgument
 from jetstream.services.auth import Caller
-from jetstream.services.events import Event, Severity
+from jetstream.services.events import Event, Severity, event_from_row
 from jetstream.state.database import Database
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
@@ -61,15 +61,4 @@ class EventQueries:
             params.append(after_id)
         sql += f" ORDER BY id {'DESC' if query.newest_first else 'ASC'} LIMIT ?"
         params.append(limit)
-        return [
-            Event(
-                id=row["id"],
-                time=row["time"],
-                severity=Severity(row["severity"]),
-                kind=row["kind"],
-                username=row["username"],
-                subject=row["subject"],
-                message=row["message"],
-            )
-            for row in self._db.query(sql, params)
-        ]
+        return [event_from_row(row) for row in self._db.query(sql, params)]

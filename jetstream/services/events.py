@@ -7,6 +7,7 @@ API. Messages are for people, so they are short sentences with escaped names.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -53,36 +54,17 @@ class EventLog:
         )
         log.log(_LEVELS[severity], "%s: %s", kind, message)
 
-    def list(
-        self,
-        *,
-        after_id: int = 0,
-        limit: int = 100,
-        min_severity: Severity = Severity.INFO,
-        subject: str = "",
-    ) -> list[Event]:
-        """Events with id > after_id, oldest first (ids make stable page tokens)."""
-        allowed = [s.value for s in Severity][list(Severity).index(min_severity):]
-        marks = ",".join("?" * len(allowed))
-        sql = f"SELECT * FROM events WHERE id > ? AND severity IN ({marks})"
-        params: list[object] = [after_id, *allowed]
-        if subject:
-            sql += " AND subject = ?"
-            params.append(subject)
-        sql += " ORDER BY id LIMIT ?"
-        params.append(limit)
-        return [
-            Event(
-                id=row["id"],
-                time=row["time"],
-                severity=Severity(row["severity"]),
-                kind=row["kind"],
-                username=row["username"],
-                subject=row["subject"],
-                message=row["message"],
-            )
-            for row in self._db.query(sql, params)
-        ]
+
+def event_from_row(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        time=row["time"],
+        severity=Severity(row["severity"]),
+        kind=row["kind"],
+        username=row["username"],
+        subject=row["subject"],
+        message=row["message"],
+    )
 
 
 _LEVELS = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -189,19 +189,13 @@ class ManifestService:
     def list(self, caller: Caller, *, owner: str, state: ManifestState | None, after: str,
              limit: int) -> list[Manifest]:
         """Newest first; `after` is the id of the last manifest of the previous page."""
-        sql, params = "SELECT * FROM manifests WHERE 1", []
+        where: list[tuple[str, Sequence[object]]] = []
         scope = caller.owner_scope(owner)
         if scope is not None:
-            sql += " AND owner = ?"
-            params.append(scope)
+            where.append(("owner = ?", [scope]))
         if state is not None:
-            sql += " AND state = ?"
-            params.append(state.value)
-        if after:
-            sql += " AND (created_at, id) < (SELECT created_at, id FROM manifests WHERE id = ?)"
-            params.append(after)
-        rows = self._db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT ?",
-                              [*params, limit])
+            where.append(("state = ?", [state.value]))
+        rows = self._db.newest_first("manifests", where, after=after, limit=limit)
         return [_manifest(row) for row in rows]
 
     def entries(self, caller: Caller, manifest_id: str, *, after: str, limit: int

@@ -264,6 +264,26 @@ class Database:
         with self.transaction() as conn:
             return conn.execute(sql, params).rowcount
 
+    def newest_first(
+        self, table: str, where: Sequence[tuple[str, Sequence[object]]], *, after: str,
+        limit: int
+    ) -> list[sqlite3.Row]:
+        """A page of `table` (with `id` and `created_at`), newest first, after the row `after`.
+
+        `where` holds (condition with ? placeholders, values) pairs, all of which must hold.
+        Keyset paging: a page token is the last id, so pages stay stable while rows arrive.
+        """
+        clauses, params = ["1"], []
+        for condition, values in where:
+            clauses.append(condition)
+            params.extend(values)
+        if after:
+            clauses.append(f"(created_at, id) < (SELECT created_at, id FROM {table} WHERE id = ?)")
+            params.append(after)
+        sql = (f"SELECT * FROM {table} WHERE {' AND '.join(clauses)}"
+               " ORDER BY created_at DESC, id DESC LIMIT ?")
+        return self.query(sql, [*params, limit])
+
     def get_meta(self, key: str) -> bytes | None:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return bytes(rows[0]["value"]) if rows else None

@@ -85,15 +85,8 @@ class IncomingStore:
         )
 
     def list(self, *, owner: str | None, after: str, limit: int) -> list[Incoming]:
-        sql, params = "SELECT * FROM incoming WHERE 1", []
-        if owner is not None:
-            sql += " AND owner = ?"
-            params.append(owner)
-        if after:
-            sql += " AND (created_at, id) < (SELECT created_at, id FROM incoming WHERE id = ?)"
-            params.append(after)
-        rows = self._db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT ?",
-                              [*params, limit])
+        where = [("owner = ?", [owner])] if owner is not None else []
+        rows = self._db.newest_first("incoming", where, after=after, limit=limit)
         return [_incoming(row) for row in rows]
 
     def active_counts(self) -> list[tuple[str, int]]:

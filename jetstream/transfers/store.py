@@ -67,24 +67,16 @@ class TransferStore:
         limit: int,
     ) -> list[Transfer]:
         """Newest first; `after` is the id of the last transfer of the previous page."""
-        sql, params = "SELECT * FROM transfers WHERE 1", []
+        where: list[tuple[str, Sequence[object]]] = []
         if owner is not None:
-            sql += " AND owner = ?"
-            params.append(owner)
+            where.append(("owner = ?", [owner]))
         if states:
-            sql += f" AND state IN ({','.join('?' * len(states))})"
-            params += [s.value for s in states]
+            where.append((f"state IN ({','.join('?' * len(states))})", [s.value for s in states]))
         if destination_id:
-            sql += " AND destination_id = ?"
-            params.append(destination_id)
+            where.append(("destination_id = ?", [destination_id]))
         if direction is not None:
-            sql += " AND direction = ?"
-            params.append(direction.value)
-        if after:
-            sql += " AND (created_at, id) < (SELECT created_at, id FROM transfers WHERE id = ?)"
-            params.append(after)
-        rows = self._db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT ?",
-                              [*params, limit])
+            where.append(("direction = ?", [direction.value]))
+        rows = self._db.newest_first("transfers", where, after=after, limit=limit)
         return [_transfer(row) for row in rows]
 
     def queued(self) -> list[Transfer]:

@@ -296,8 +296,8 @@ class ModelController(CongestionController):
             elapsed = now - self._cycle_stamp > self.min_rtt
             if gain > 1:
                 done = elapsed or self._probe_loss_excessive()
-            elif gain < 1:
-                done = elapsed or bytes_in_flight <= self._bdp()
+            elif gain < 1:  # drain what the probe (and any estimation error) queued
+                done = bytes_in_flight <= self._bdp() or now - self._cycle_stamp > 2 * self.min_rtt
             else:
                 done = elapsed
             if done:
