@@ -1,0 +1,1 @@
+"""Runners for each tool the benchmark compares."""
