@@ -34,6 +34,9 @@ class FixedRateController(CongestionController):
         self.cwnd = max(floor, int(2 * self.pacing_rate * rtt))
 
     def on_ack(self, *, now: float, sample: AckSample) -> None:
+        target = self.limits.target_rate  # the limits may change during a transfer
+        if target is not None:
+            self.pacing_rate = self.limits.clamp(target)
         self._set_cwnd(max(sample.smoothed_rtt, sample.min_rtt))
 
     def on_packets_lost(

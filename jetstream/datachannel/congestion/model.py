@@ -322,7 +322,7 @@ class ModelController(CongestionController):
         self.mode = "probe_bw"
         self._share_hold = 2  # the queue of STARTUP or PROBE_RTT is still draining
         self._cwnd_gain = CWND_GAIN
-        # Start anywhere but in the 0.75 phase, so that flows do not probe in lockstep.
+        # Start anywhere but in the drain phase, so that flows do not probe in lockstep.
         index = int(self.rng.random() * (len(PROBE_GAINS) - 1))
         self._cycle_index = index + 1 if index >= 1 else index
         self._start_phase(now)
