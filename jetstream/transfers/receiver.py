@@ -106,6 +106,8 @@ class ReceiveSession:
         self._received_data = False
         """Data arrived since the last publish (last_receive_at is updated then, not per
         packet)."""
+        self._released: bool | None = None
+        """Set when the session let go of its files: True kept them for a resume."""
 
     @property
     def failures(self) -> list[tuple[str, Failure]]:
@@ -233,6 +235,13 @@ class ReceiveSession:
         if resume is not None and (resume.size, resume.mtime_ns) == (header.size_bytes,
                                                                      header.modify_time_ns):
             part = await self._reopen(location, resume, entry.target.mode)
+            if part is None:  # the sender skips what the checkpoint named: have it all again
+                self._store.forget_checkpoints(self.incoming.id, [resume.path])
+                self._outcome(entry, ok=False, retry=True, error=Failure(
+                    "RESUME_LOST", f"{printable(header.path)}: the partial file is gone"))
+                return
+        elif resume is not None:  # the source changed since: its old bytes are worthless
+            await self._discard(location, resume)
         if part is None:
             part = await self._fs.run(self._principal, filesink.open_part, entry.target,
                                       overwrite)
@@ -246,8 +255,18 @@ class ReceiveSession:
             self._outcome(entry, ok=True, skipped=True)
             self._drop(entry)
             return
+        if self._released is not None:  # the session ended while the file was being opened
+            await self._fs.run(self._principal,
+                               part.detach if self._released else part.abort)
+            return
         entry.part = part
         self._advance(entry)
+
+    async def _discard(self, location: Location, checkpoint: FileCheckpoint) -> None:
+        stale = await self._reopen(location, checkpoint, 0o600)
+        if stale is not None:
+            await self._fs.run(self._principal, stale.abort)
+        self._store.forget_checkpoints(self.incoming.id, [checkpoint.path])
 
     async def _reopen(self, location: Location, checkpoint: FileCheckpoint, mode: int
                       ) -> userfs.PartFile | None:
@@ -263,6 +282,8 @@ class ReceiveSession:
         return part
 
     async def _store_small(self, entry: _File) -> None:
+        if self._released is not None:
+            return
         assert entry.target is not None and entry.trailer is not None
         pieces = sorted(entry.pieces)
         data = b"".join(piece for _offset, piece in pieces)  # type: ignore[misc]
@@ -286,6 +307,8 @@ class ReceiveSession:
             self._outcome(entry, ok=True, skipped=result == "skipped")
 
     async def _flush(self, entry: _File) -> None:
+        if self._released is not None:
+            return
         assert entry.part is not None
         pieces, entry.pieces = entry.pieces, []
         size, entry.pending_bytes = entry.pending_bytes, 0
@@ -299,6 +322,8 @@ class ReceiveSession:
         self._advance(entry)
 
     async def _verify(self, entry: _File) -> None:
+        if self._released is not None:
+            return
         assert entry.part is not None and entry.target is not None and entry.trailer is not None
         header = entry.header
         assert header is not None
@@ -430,6 +455,10 @@ class ReceiveSession:
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             self._checkpointer = None
+        # Let running steps finish first, so every write is either checkpointed or undone.
+        running = [t for t in self._tasks if t is not asyncio.current_task()]
+        await asyncio.gather(*running, return_exceptions=True)
+        self._released = keep
         if keep:
             await self.checkpoint()
         else:
@@ -438,7 +467,9 @@ class ReceiveSession:
         for entry in list(self._files.values()):
             part, entry.part = entry.part, None
             if part is not None:
-                await self._fs.run(self._principal, part.detach if keep else part.abort)
+                # Only a checkpointed file is worth keeping: nothing else could find it again.
+                kept = keep and bool(entry.written)
+                await self._fs.run(self._principal, part.detach if kept else part.abort)
 
     async def close(self, state: TransferState, error: Failure | None) -> Incoming:
         await self._release_files(keep=state is not TransferState.CANCELLED)

@@ -51,7 +51,13 @@ FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
 MIN_CWND_PACKETS = 4
 QUEUE_FRACTION = 0.125
-QUEUE_MIN = 0.002
+QUEUE_MIN = 0.005
+"""Queueing delay below this is never congestion: a busy host's scheduling jitter (event
+loop, GIL, softirq on 2 cores) alone reaches a few ms, and on loopback min_rtt is ~0.2 ms."""
+CWND_RTT_FLOOR = 0.01
+"""The window covers at least this long a round trip: ACKs that arrive late or in bursts
+(ack delay, a busy receiver) must not shrink a sub-millisecond path's window to a few
+packets, or the measured rate and the window chase each other down."""
 """FAIR's queue target: max(QUEUE_MIN, QUEUE_FRACTION * min_rtt) of standing queue."""
 LOW_PRIORITY_QUEUE_SHARE = 0.25
 """LOW_PRIORITY's queue target, relative to FAIR's."""
@@ -369,7 +375,8 @@ class ModelController(CongestionController):
         if bw <= 0 or self.min_rtt == math.inf:
             return
         self.pacing_rate = self.limits.clamp(gain * bw)
-        target = int(self._cwnd_gain * bw * self.min_rtt) + 3 * self.max_datagram_size
+        rtt = max(self.min_rtt, CWND_RTT_FLOOR)
+        target = int(self._cwnd_gain * bw * rtt) + 3 * self.max_datagram_size
         if mode == "probe_rtt":
             self.cwnd = min(target, self._probe_rtt_cwnd())
         elif self._filled_pipe:
