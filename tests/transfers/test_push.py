@@ -102,3 +102,30 @@ def test_push_a_tree_arrives_identical(tmp_path, dirs):
     for path in [dst / "tree", *(dst / "tree").rglob("*")]:
         assert path.lstat().st_uid == alice.pw_uid, path
     assert not list(dst.rglob("*.part")), "no temporary files are left behind"
+
+
+def test_push_a_1_gib_file_and_10000_small_files(tmp_path, dirs):
+    """The issue's tree: a 1 GiB file, 10,000 small files, empty files and directories,
+    executable bits and mtimes; every byte and attribute must arrive."""
+    src, dst = dirs
+    make_tree(src, small=10_000)
+    with (src / "tree" / "large.bin").open("wb") as out:
+        for _ in range(256):
+            out.write(os.urandom(4 << 20))
+    (src / "tree" / "nested" / "empty-file").write_bytes(b"")
+    chown_tree(src, ALICE)
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            a = await start(stack, tmp_path / "a")
+            b = await start(stack, tmp_path / "b")
+            api = await login(stack, a, ALICE)
+            destination = await destination_to(api, b, ALICE)
+            manifest = await manifest_of(api, src / "tree")
+            transfer = await push(api, destination, manifest, str(dst))
+            done = await wait_terminal(api, transfer.name, timeout=600)
+            assert done.state == common_pb2.TRANSFER_STATE_COMPLETED, done.error
+            assert done.progress.files_done == done.progress.files_total > 10_000
+
+    asyncio.run(main())
+    assert tree_digest(dst / "tree") == tree_digest(src / "tree")
