@@ -70,11 +70,19 @@ def next_secret(secret: bytes) -> bytes:
 class PacketProtection:
     """AEAD key and IV of one direction and key phase; nonce = IV xor packet number."""
 
-    __slots__ = ("_aead", "_iv")
+    __slots__ = ("_aead", "_iv", "encrypt", "decrypt", "iv")
 
     def __init__(self, aead: str, secret: bytes) -> None:
         self._aead = AESGCM(expand_label(secret, b"key", AEAD_KEY_LENGTHS[aead]))
         self._iv = int.from_bytes(expand_label(secret, b"iv", NONCE_LENGTH), "big")
+        self.encrypt = self._aead.encrypt
+        self.decrypt = self._aead.decrypt
+        self.iv = self._iv
+        """The IV as an integer, for hot loops that build the nonce inline (see `nonce`):
+        ``(iv ^ packet_number).to_bytes(NONCE_LENGTH, "big")``."""
+
+    def nonce(self, packet_number: int) -> bytes:
+        return (self._iv ^ packet_number).to_bytes(NONCE_LENGTH, "big")
 
     def seal(self, packet_number: int, header: bytes, payload: bytes) -> bytes:
         """Ciphertext and tag of ``payload``, authenticating ``header``."""
@@ -128,12 +136,12 @@ class ReceiveKeys:
     forged phase bit cannot make us switch.
     """
 
-    __slots__ = ("_aead", "_secret", "_current", "_previous", "_next", "phase", "_phase_start")
+    __slots__ = ("_aead", "_secret", "current", "_previous", "_next", "phase", "_phase_start")
 
     def __init__(self, aead: str, secret: bytes) -> None:
         self._aead = aead
         self._secret = secret
-        self._current = PacketProtection(aead, secret)
+        self.current = PacketProtection(aead, secret)
         self._previous: PacketProtection | None = None
         self._next: PacketProtection | None = None
         self.phase = 0
@@ -143,7 +151,7 @@ class ReceiveKeys:
         self, packet_number: int, phase: int, header: bytes | memoryview, body: bytes | memoryview
     ) -> bytes | None:
         if phase == self.phase:
-            return self._current.open(packet_number, header, body)
+            return self.current.open(packet_number, header, body)
         if packet_number < self._phase_start:
             previous = self._previous
             return previous.open(packet_number, header, body) if previous else None
@@ -152,7 +160,7 @@ class ReceiveKeys:
         plaintext = self._next.open(packet_number, header, body)
         if plaintext is not None:
             self._secret = next_secret(self._secret)
-            self._previous, self._current, self._next = self._current, self._next, None
+            self._previous, self.current, self._next = self.current, self._next, None
             self.phase ^= 1
             self._phase_start = packet_number
         return plaintext

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 
 class Pacer:
-    __slots__ = ("rate", "_quantum", "_min_burst", "_capacity", "_tokens", "_last")
+    __slots__ = ("rate", "_quantum", "_min_burst", "_capacity", "tokens", "_last")
 
     def __init__(self, quantum: float, max_datagram_size: int) -> None:
         self._quantum = quantum
         self._min_burst = 2 * max_datagram_size
         self.rate = 0.0
         self._capacity = float(self._min_burst)
-        self._tokens = float(self._min_burst)
+        self.tokens = float(self._min_burst)
         self._last = 0.0
 
     def set_rate(self, rate: float) -> None:
@@ -25,14 +25,22 @@ class Pacer:
         self.rate = rate
         self._capacity = max(self._min_burst, rate * self._quantum)
 
-    def can_send(self, now: float) -> bool:
-        tokens = self._tokens + (now - self._last) * self.rate
-        self._tokens = tokens if tokens < self._capacity else self._capacity
+    def refill(self, now: float) -> float:
+        """Add the tokens earned since the last refill; return the bytes that may go now.
+
+        A sender loop with one ``now`` refills once, then spends `tokens` itself (one byte
+        of slack, ``tokens > -1.0``, absorbs float rounding).
+        """
+        tokens = self.tokens + (now - self._last) * self.rate
+        self.tokens = tokens = tokens if tokens < self._capacity else self._capacity
         self._last = now
-        return self._tokens > -1.0  # one byte of slack absorbs float rounding
+        return tokens
+
+    def can_send(self, now: float) -> bool:
+        return self.refill(now) > -1.0  # one byte of slack absorbs float rounding
 
     def on_sent(self, size: int) -> None:
-        self._tokens -= size
+        self.tokens -= size
 
     def next_send_time(self) -> float:
         """When the bucket is full again (valid right after `can_send` returned false).
@@ -40,4 +48,4 @@ class Pacer:
         Waking up only then makes each wake-up release a quantum's worth of packets, one
         batch for the driver, instead of one packet per timer.
         """
-        return self._last + (self._capacity - self._tokens) / self.rate
+        return self._last + (self._capacity - self.tokens) / self.rate

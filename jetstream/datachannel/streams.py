@@ -154,11 +154,15 @@ class ReceiveStreams:
         self, stream_id: int, offset: int, length: int, fin: bool
     ) -> tuple[list[tuple[int, int]], int | None]:
         """New byte ranges of a DATA frame, and the final size if the stream is now complete."""
-        stream = self._stream(stream_id)
+        stream = self._streams.get(stream_id)
         if stream is None:
-            return [], None  # a late duplicate of a finished stream
+            stream = self._stream(stream_id)
+            if stream is None:
+                return [], None  # a late duplicate of a finished stream
         stop = offset + length
         final = stream.final_size
+        if final is None and not fin:  # the common case: no end known yet
+            return stream.received.add(offset, stop), None
         if fin:
             if final is not None and final != stop:
                 raise RemoteProtocolError(
@@ -179,15 +183,25 @@ class ReceiveStreams:
             return new, final
         return new, None
 
-    def resume(self, stream_id: int, ranges: list[tuple[int, int]]) -> None:
-        """Declare byte ranges the application already holds; they are never reported."""
+    def resume(self, stream_id: int, ranges: list[tuple[int, int]]) -> int | None:
+        """Declare byte ranges the application already holds; they are never reported.
+
+        Returns the final size if the stream's end was already received and these ranges
+        complete it (the stream is then finished, as `on_data` would have done).
+        """
+        for start, stop in ranges:
+            if not 0 <= start <= stop <= MAX_STREAM_OFFSET:
+                raise LocalProtocolError(f"invalid range [{start}, {stop})")
         stream = self._stream(stream_id)
         if stream is None:
             raise LocalProtocolError(f"stream {stream_id} is already complete")
         for start, stop in ranges:
-            if not 0 <= start <= stop <= MAX_STREAM_OFFSET:
-                raise LocalProtocolError(f"invalid range [{start}, {stop})")
             stream.received.add(start, stop)
+        final = stream.final_size
+        if final is not None and stream.received.covers(0, final):
+            self._finish(stream_id)
+            return final
+        return None
 
     def _finish(self, stream_id: int) -> None:
         del self._streams[stream_id]

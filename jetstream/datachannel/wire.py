@@ -91,6 +91,8 @@ _U64 = struct.Struct(">Q")
 _CLOSE = struct.Struct(">HH")  # error code, reason length
 _HELLO = struct.Struct(">32sIQHI")  # public key, idle ms, max data, max datagram, max ack delay µs
 _DATA = struct.Struct(">BIQH")  # type, stream id, offset, length (the type byte included)
+DATA_FRAME_HEADER = _DATA
+"""The DATA frame header: type byte, stream id, offset, length (for hot loops)."""
 DATA_FRAME_OVERHEAD = _DATA.size
 ACK_FRAME_BASE_SIZE = 1 + _ACK.size
 ACK_RANGE_SIZE = _ACK_RANGE.size
@@ -265,11 +267,13 @@ Frame: TypeAlias = (
 )
 
 PING_FRAME = bytes([FrameType.PING])
+_DATA_TYPE = int(FrameType.DATA)
+_DATA_FIN_TYPE = int(FrameType.DATA_FIN)
 
 
 def encode_data_frame_header(stream_id: int, offset: int, length: int, fin: bool) -> bytes:
     """The 15-byte DATA frame header; the caller appends `length` bytes of data."""
-    return _DATA.pack(FrameType.DATA_FIN if fin else FrameType.DATA, stream_id, offset, length)
+    return _DATA.pack(_DATA_FIN_TYPE if fin else _DATA_TYPE, stream_id, offset, length)
 
 
 def pull_data_frame(buf: memoryview, pos: int) -> tuple[int, int, memoryview, bool, int]:

@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from jetstream.datachannel import wire
 from jetstream.datachannel.config import DataChannelConfig
 from jetstream.datachannel.connection import Connection
-from jetstream.datachannel.events import ConnectionTerminated, Event, HandshakeCompleted
+from jetstream.datachannel.events import (
+    ConnectionTerminated,
+    Event,
+    HandshakeCompleted,
+    StreamDataReceived,
+)
 from jetstream.datachannel.handshake import Role, SessionTicket
 from jetstream.datachannel.stats import ConnectionStats
 from jetstream.errors import JetstreamError, Unavailable
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 EventHandler = Callable[[Event], None]
 RECEIVE_BATCH = 512
+_MIN_SHORT = wire.SHORT_HEADER_SIZE + wire.AEAD_TAG_LENGTH
+_CID_END = 1 + wire.CID_LENGTH
 
 
 class LinkClosed(Unavailable):
@@ -97,11 +104,14 @@ class DataLink:
         self._flush_scheduled = False
         connection = self.connection
         endpoint = self._endpoint
-        while (event := connection.next_event()) is not None:
-            if isinstance(event, HandshakeCompleted) and not self.established.done():
-                self.established.set_result(None)
-            elif isinstance(event, ConnectionTerminated):
-                self._on_terminated(event)
+        events = connection.events
+        while events:  # a handler may pump again (close): both pop the same queue, in order
+            event = events.popleft()
+            if type(event) is not StreamDataReceived:  # the per-packet event needs no look
+                if isinstance(event, HandshakeCompleted) and not self.established.done():
+                    self.established.set_result(None)
+                elif isinstance(event, ConnectionTerminated):
+                    self._on_terminated(event)
             self.on_event(event)
         now = endpoint.loop.time()
         while True:
@@ -254,8 +264,12 @@ class DataEndpoint:
     def _on_readable(self) -> None:
         now = self.loop.time()
         touched: dict[int, DataLink] = {}
+        by_cid = self._by_cid
         for data, addr in self.socket.receive(RECEIVE_BATCH):
-            link = self._route(data, addr)
+            if len(data) >= _MIN_SHORT and not data[0] & wire.FLAG_LONG:
+                link = by_cid.get(bytes(data[1:_CID_END]))  # a short header: route by cid
+            else:
+                link = self._route(data, addr)
             if link is None:
                 self.rejected += 1
                 continue
@@ -266,7 +280,7 @@ class DataEndpoint:
             if link in self._unproven and link.connection.authenticated:
                 self._consume_ticket(link)
 
-    def _route(self, data: bytes, addr: Address) -> DataLink | None:
+    def _route(self, data: bytes | memoryview, addr: Address) -> DataLink | None:
         try:
             ticket_id = wire.peek_ticket_id(data)
             if ticket_id is None:

@@ -36,7 +36,6 @@ class BatchSocket:
         self.sock = sock
         self.gso = _probe_gso(sock)
         self.gro = _enable_gro(sock)
-        self._recv_buffer = bytearray(RECV_BUFFER_BYTES)
         self.send_calls = 0
         self.recv_calls = 0
 
@@ -68,27 +67,37 @@ class BatchSocket:
         size = struct.pack("=H", len(group[0]))
         self.sock.sendmsg([b"".join(group)], [(SOL_UDP, UDP_SEGMENT, size)], 0, addr)
 
-    def receive(self, limit: int = 256) -> list[tuple[bytes, Address]]:
-        """Drain up to about `limit` datagrams that are waiting; [] when none are."""
-        received: list[tuple[bytes, Address]] = []
-        view = memoryview(self._recv_buffer)
+    def receive(self, limit: int = 256) -> list[tuple[bytes | memoryview, Address]]:
+        """Drain up to about `limit` datagrams that are waiting; [] when none are.
+
+        Each read is a fresh immutable bytes object; the datagrams of a coalesced (GRO)
+        read are read-only memoryview slices of it, so no datagram is copied again.
+        """
+        received: list[tuple[bytes | memoryview, Address]] = []
+        sock = self.sock
+        append = received.append
         while len(received) < limit:
             try:
                 if self.gro:
-                    nbytes, ancdata, _flags, addr = self.sock.recvmsg_into(
-                        [self._recv_buffer], _GRO_CMSG_SPACE
+                    data, ancdata, _flags, addr = sock.recvmsg(
+                        RECV_BUFFER_BYTES, _GRO_CMSG_SPACE
                     )
-                    segment = _gro_segment_size(ancdata) or nbytes
+                    nbytes = len(data)
+                    segment = _gro_segment_size(ancdata) if ancdata else 0
                 else:
-                    nbytes, addr = self.sock.recvfrom_into(self._recv_buffer)
-                    segment = nbytes
+                    data, addr = sock.recvfrom(RECV_BUFFER_BYTES)
+                    nbytes = segment = len(data)
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:
                 continue  # an ICMP error for an earlier send; not a reason to stop reading
             self.recv_calls += 1
-            for start in range(0, nbytes, segment or 1):
-                received.append((bytes(view[start:min(start + segment, nbytes)]), addr))
+            if not segment or segment >= nbytes:
+                append((data, addr))
+                continue
+            view = memoryview(data)
+            for start in range(0, nbytes, segment):
+                append((view[start:start + segment], addr))
         return received
 
     def close(self) -> None:

@@ -80,6 +80,30 @@ def test_resume_sends_and_reports_only_the_missing_ranges() -> None:
     assert StreamAcknowledged(5) in drain_events(pair.client)
 
 
+def test_resume_that_completes_an_ended_stream_reports_its_end() -> None:
+    pair, now = established_pair()
+    data = bytes(range(256)) * 40
+    # The end arrives first; the start is declared afterwards (the receiver found it on disk).
+    pair.client.send_stream_data(7, memoryview(data)[6000:], offset=6000, end_stream=True)
+    now = pump(pair.client, pair.server, now)
+    events = drain_events(pair.server)
+    assert not [e for e in events if isinstance(e, StreamEnded)]
+    pair.server.resume_stream(7, [(0, 3000)])
+    assert not [e for e in drain_events(pair.server) if isinstance(e, StreamEnded)]
+    pair.server.resume_stream(7, [(3000, 6000)])
+    assert drain_events(pair.server) == [StreamEnded(7, len(data))]
+    with pytest.raises(LocalProtocolError):
+        pair.server.resume_stream(7, [(0, 1)])  # finished: nothing more to declare
+    # A resume covering everything before the data arrives: the end comes with the data.
+    pair.server.resume_stream(8, [(0, len(data))])
+    assert drain_events(pair.server) == []
+    pair.client.send_stream_data(8, b"", offset=len(data), end_stream=True)
+    pump(pair.client, pair.server, now)
+    assert [e for e in drain_events(pair.server) if isinstance(e, StreamEnded)] == [
+        StreamEnded(8, len(data))
+    ]
+
+
 def test_flow_control_holds_the_sender_until_data_is_consumed() -> None:
     window = 100_000
     pair = make_pair(
