@@ -115,7 +115,8 @@ def table_rows(
         share = f"{r.goodput_bps / cap:.0%}" if cap and r.goodput_bps else DASH
         ratio = DASH
         if tool != "jetstream" and js_rate and r.goodput_bps:
-            ratio = f"{js_rate / r.goodput_bps:.2f}×"
+            x = js_rate / r.goodput_bps
+            ratio = f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
             if js_partial or r.status == "partial":
                 ratio += "*"
         wire = DASH
@@ -312,7 +313,12 @@ def goodput_chart(data: dict[str, Any], path: Path) -> None:
             frameon=False,
         )
         ax.set_yscale("log")
-        ax.set_ylim(0.5, None)
+        rated = [
+            r.goodput_bps / 1e6
+            for _key, (r, _runs) in chosen.items()
+            if r.goodput_bps and r.status in ("ok", "partial")
+        ]
+        ax.set_ylim(max(0.01, min([0.5, *rated]) / 2), None)
         wls = {w["key"]: Workload(w["key"], w["count"], w["size"]) for w in meta["workloads"]}
         lo_wls = {
             w["key"]: Workload(w["key"], w["count"], w["size"])

@@ -313,6 +313,8 @@ class Runner:
         finally:
             if not args.keep_data:
                 shutil.rmtree(self.data_root, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    self.data_root.parent.rmdir()  # only if no other run uses it
         self.meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.save()
         return self.outdir
@@ -372,7 +374,7 @@ class Runner:
                 servers["ssh"] = f"sshd: {type(exc).__name__}: {exc}"
         if "uftp" in self.tools:
             if ctx.profile.loopback:
-                servers["uftp"] = "no link rate on loopback (uftp needs a fixed rate)"
+                servers["uftp"] = "no link rate on loopback to set uftp's fixed rate"
             elif shutil.which("uftpd") is None or shutil.which("uftp") is None:
                 servers["uftp"] = "uftp is not installed (apt-get install uftp)"
             else:

@@ -13,15 +13,20 @@ fi
 
 # Debian packages, asked for only when the command they bring is missing.
 need=()
-for pair in python3:python3 gcc:gcc ip:iproute2 ping:iputils-ping iperf3:iperf3 npm:npm; do
+for pair in python3:python3 gcc:gcc ip:iproute2 ping:iputils-ping iperf3:iperf3 npm:npm \
+            sshd:openssh-server scp:openssh-client rsync:rsync; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 [[ -e /usr/include/stdio.h ]] || need+=(libc6-dev)
+[[ -x /usr/bin/time ]] || need+=(time)  # the program, not the shell keyword
 ldconfig -p | grep -q "libpam.so.0 " || need+=(libpam0g)
 if ((${#need[@]})); then
     apt-get update -qq
+    # No daemon may start in the root namespace while packages install (sshd, uftpd).
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

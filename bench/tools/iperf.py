@@ -55,7 +55,7 @@ def run(ctx: Ctx, tool: str, seconds: float) -> Result:
     """One iperf3 measurement (a fresh one-shot server in B each time)."""
     r = Result(ctx.profile.key, "memory", tool, "ok", label=_label(tool, seconds), run=ctx.run)
     if tool == "iperf3-udp" and ctx.profile.rate_bps is None:
-        r.status, r.notes = "skipped", ["no link rate on loopback"]
+        r.status, r.error = "skipped", "no link rate on loopback"
         return r
     net = ctx.net
     port = net.port("b", PORT)
