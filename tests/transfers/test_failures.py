@@ -154,3 +154,38 @@ async def until(api, name, predicate, timeout: float = 60):
             if predicate(update.transfer):
                 return update.transfer
     raise AssertionError("condition not reached")
+
+
+def test_source_changed_between_attempts_delivers_the_new_source(tmp_path, dirs):
+    src, dst = dirs
+    big = src / "big.bin"
+    big.write_bytes(os.urandom(64 << 20))
+    chown_tree(src, ALICE)
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            a = await start(stack, tmp_path / "a")
+            b = await start(stack, tmp_path / "b")
+            api = await login(stack, a, ALICE)
+            destination = await destination_to(api, b, ALICE)
+            manifest = await manifest_of(api, big)
+            slow = T.Transfer().rate_limit.__class__(max_bps=100_000_000)
+            transfer = await push(api, destination, manifest, str(dst), rate_limit=slow,
+                                  checkpoint_interval=T.Transfer().checkpoint_interval
+                                  .__class__(nanos=200_000_000))
+            await until(api, transfer.name, lambda t: t.progress.bytes_done > 16 << 20)
+            await api.transfers.PauseTransfer(T.PauseTransferRequest(name=transfer.name),
+                                              metadata=api.auth)
+            with big.open("r+b") as handle:  # same size, new bytes at the start, new mtime
+                handle.write(os.urandom(8 << 20))
+            os.utime(big, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+            await api.transfers.ResumeTransfer(T.ResumeTransferRequest(name=transfer.name),
+                                               metadata=api.auth)
+            done = await wait_terminal(api, transfer.name)
+            assert done.state == S.TRANSFER_STATE_COMPLETED, done.error
+            assert done.progress.bytes_resumed == 0, "a changed source is sent again whole"
+
+    asyncio.run(main())
+    assert (dst / "big.bin").read_bytes() == big.read_bytes()
+    assert (dst / "big.bin").stat().st_mtime_ns == 1_700_000_000_000_000_000
+    assert not list(dst.rglob("*.part")), "the stale partial file is gone"
