@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jetstream.errors import AlreadyExists, NotFound
+from jetstream.errors import AlreadyExists, JetstreamError, NotFound
 from jetstream.storage import userfs
 from jetstream.storage.sandbox import Location
 from jetstream.transfers.hashing import HashAlgorithm, file_digest, new_hasher
@@ -77,23 +77,49 @@ def finish(part: userfs.PartFile, target: Target, algorithm: HashAlgorithm,
     return True
 
 
-def store_whole(target: Target, data: bytes, algorithm: HashAlgorithm, expected: bytes,
-                overwrite: Overwrite) -> str:
-    """A small file that arrived whole: 'ok', 'skipped' or 'mismatch', in one visit."""
-    hasher = new_hasher(algorithm)
-    hasher.update(data)
-    if hasher.digest() != expected:
-        return "mismatch"
-    part = open_part(target, overwrite)
-    if part is None:
-        return "skipped"
-    try:
-        part.write_at(data, 0)
-        part.commit(mtime_ns=target.mtime_ns)
-    except BaseException:
-        part.abort()
-        raise
-    return "ok"
+@dataclass(frozen=True)
+class WholeFile:
+    """A small file that arrived whole, ready to be stored."""
+
+    target: Target
+    data: bytes
+    expected: bytes
+
+
+def store_many(files: list[WholeFile], algorithm: HashAlgorithm,
+               overwrite: Overwrite) -> list[str | JetstreamError]:
+    """Verify, write and commit many small files in one visit to a worker thread, with one
+    flush of the file system for them all: 'ok', 'skipped', 'mismatch' or the error, per
+    file."""
+    results: list[str | JetstreamError] = []
+    opened: list[tuple[int, userfs.PartFile]] = []
+    for index, item in enumerate(files):
+        hasher = new_hasher(algorithm)
+        hasher.update(item.data)
+        if hasher.digest() != item.expected:
+            results.append("mismatch")
+            continue
+        try:
+            part = open_part(item.target, overwrite)
+            if part is None:
+                results.append("skipped")
+                continue
+            try:
+                part.write_at(item.data, 0)
+            except BaseException:
+                part.abort()
+                raise
+        except JetstreamError as exc:
+            results.append(exc)
+            continue
+        results.append("ok")
+        opened.append((index, part))
+    outcomes = userfs.commit_many([(part, files[i].target.mtime_ns) for i, part in opened])
+    for (index, part), error in zip(opened, outcomes, strict=True):
+        if error is not None:
+            part.abort()
+            results[index] = error
+    return results
 
 
 def make_directory(location: Location, mode: int) -> None:

@@ -40,6 +40,8 @@ from jetstream.v1 import common_pb2, stream_records_pb2
 log = logging.getLogger(__name__)
 
 SMALL_FILE = 256 << 10
+SMALL_BATCH = 64
+"""Small files stored per visit to a worker thread (and per flush of the file system)."""
 FLUSH_BYTES = 1 << 20
 
 
@@ -56,6 +58,13 @@ class _File:
     held: RangeSet = field(default_factory=RangeSet)
     """Bytes on disk or waiting in `pieces`."""
     busy: bool = False
+    finishing: bool = False
+    """The temporary file is being verified and renamed (or dropped): no more syncs."""
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    """Clear while a checkpoint syncs the temporary file, which must stay open meanwhile."""
+
+    def __post_init__(self) -> None:
+        self.synced.set()
     ended: bool = False
     trailer: stream_records_pb2.FileTrailer | None = None
     skipped: bool = False
@@ -108,6 +117,9 @@ class ReceiveSession:
         packet)."""
         self._released: bool | None = None
         """Set when the session let go of its files: True kept them for a resume."""
+        self._small: list[tuple[_File, filesink.WholeFile]] = []
+        """Small files that arrived whole, waiting for the writer."""
+        self._small_writer: asyncio.Task[None] | None = None
 
     @property
     def failures(self) -> list[tuple[str, Failure]]:
@@ -294,17 +306,36 @@ class ReceiveSession:
             self._outcome(entry, ok=False, retry=True, error=Failure(
                 "SOURCE_CHANGED", f"{printable(entry.header.path)} changed while it was sent"))  # type: ignore[union-attr]
             return
-        result = await self._fs.run(self._principal, filesink.store_whole, entry.target, data,
-                                    self.incoming.options.hash_algorithm, entry.trailer.digest,
-                                    self.incoming.options.overwrite)
-        self._consumed(size)
-        self._bytes_done += size
-        self._metrics.bytes.labels("incoming").inc(size)
-        if result == "mismatch":
-            self._outcome(entry, ok=False, retry=True, error=Failure(
-                "HASH_MISMATCH", f"{printable(entry.header.path)}: digest mismatch"))  # type: ignore[union-attr]
-        else:
-            self._outcome(entry, ok=True, skipped=result == "skipped")
+        self._small.append((entry, filesink.WholeFile(entry.target, data, entry.trailer.digest)))
+        if self._small_writer is None or self._small_writer.done():
+            self._small_writer = asyncio.create_task(self._write_small_files())
+            self._tasks.add(self._small_writer)  # awaited before files are released
+            self._small_writer.add_done_callback(self._tasks.discard)
+
+    async def _write_small_files(self) -> None:
+        """Store the small files that are whole, many per visit to a worker thread."""
+        while self._small and self._released is None:
+            batch, self._small = self._small[:SMALL_BATCH], self._small[SMALL_BATCH:]
+            try:
+                results: list[str | JetstreamError] = await self._fs.run(
+                    self._principal, filesink.store_many, [item for _e, item in batch],
+                    self.incoming.options.hash_algorithm, self.incoming.options.overwrite)
+            except JetstreamError as exc:
+                results = [exc] * len(batch)
+            for (entry, item), result in zip(batch, results, strict=True):
+                size = len(item.data)
+                self._consumed(size)
+                path = entry.header.path if entry.header else ""
+                if isinstance(result, JetstreamError):
+                    self._outcome(entry, ok=False, error=Failure(
+                        failure_reason(result), str(result), path))
+                elif result == "mismatch":
+                    self._outcome(entry, ok=False, retry=True, error=Failure(
+                        "HASH_MISMATCH", f"{printable(path)}: digest mismatch"))
+                else:
+                    self._bytes_done += size
+                    self._metrics.bytes.labels("incoming").inc(size)
+                    self._outcome(entry, ok=True, skipped=result == "skipped")
 
     async def _flush(self, entry: _File) -> None:
         if self._released is not None:
@@ -327,6 +358,8 @@ class ReceiveSession:
         assert entry.part is not None and entry.target is not None and entry.trailer is not None
         header = entry.header
         assert header is not None
+        entry.finishing = True
+        await entry.synced.wait()  # a checkpoint may be syncing this file
         if entry.trailer.source_changed:
             await self._fs.run(self._principal, entry.part.abort)
             self._outcome(entry, ok=False, retry=True, error=Failure(
@@ -414,17 +447,18 @@ class ReceiveSession:
         saved: list[FileCheckpoint] = []
         for entry in list(self._files.values()):
             part, header = entry.part, entry.header
-            if part is None or header is None or entry.busy or not entry.written:
+            if part is None or header is None or entry.finishing or not entry.written:
                 continue
+            # A flush may be writing meanwhile: what `written` says now was written before,
+            # so the sync makes at least that durable.
             written = tuple(entry.written)
-            entry.busy = True
+            entry.synced.clear()
             try:
                 await self._fs.run(self._principal, part.sync)
             finally:
-                entry.busy = False
+                entry.synced.set()
             saved.append(FileCheckpoint(header.path, header.size_bytes, header.modify_time_ns,
                                         part.temp_name, written))
-            self._advance(entry)
         if saved:
             self._store.save_checkpoints(self.incoming.id, saved)
         self._publish()

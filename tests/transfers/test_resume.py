@@ -26,7 +26,7 @@ from tests.transfers.helpers import (
 )
 
 T = transfers_pb2
-SIZE = 384 << 20
+SIZE = 1 << 30  # the issue: a 1 GiB file, killed at about 50 %
 CHECKPOINT = T.Transfer().checkpoint_interval.__class__(nanos=200_000_000)
 
 
