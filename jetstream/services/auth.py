@@ -25,6 +25,7 @@ from jetstream.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from jetstream.storage.paths import parse_path
 
 DEFAULT_SESSION_TTL = 12 * 3600.0
 MAX_TOKEN_TTL = 366 * 24 * 3600.0
@@ -168,6 +169,9 @@ class AuthService:
             raise PermissionDenied("API tokens are disabled on this server")
         if not 0 < ttl <= MAX_TOKEN_TTL:
             raise InvalidArgument("an API token's lifetime must be between 1 s and 366 days")
+        # Stored in the form every later check parses ("/a/b"): a path no check could parse
+        # would silently allow nothing.
+        allowed_paths = tuple(str(parse_path(p, what="allowed path")) for p in allowed_paths)
         parent = caller.token
         if parent.allowed_paths and not all(
             any(_within(p, scope) for scope in parent.allowed_paths) for p in allowed_paths

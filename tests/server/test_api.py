@@ -135,3 +135,22 @@ def test_pinned_fingerprint_mismatch_is_refused(tmp_path):
             await open_aio_channel(Endpoint("127.0.0.1", server.api_port), pinned=b"\0" * 32)
 
     run(tmp_path, body)
+
+
+def test_api_token_allowed_paths_are_validated(tmp_path):
+    """A token's allowed paths are parsed when it is made: a bad one is refused at once."""
+    from jetstream.auth.sessions import SessionStore, TokenKind
+    from jetstream.errors import InvalidArgument
+    from jetstream.services.auth import AuthService, Caller
+    from jetstream.state.database import Database
+
+    store = SessionStore(Database(tmp_path))
+    auth = AuthService(store, RefusingAuthenticator())
+    _secret, record = store.issue("root", TokenKind.SESSION, now=0.0, ttl=1e12)
+    caller = Caller(record, "local", Principal("root", 0, 0, (0,), "/root", "root"))
+    with pytest.raises(InvalidArgument, match="allowed path"):
+        auth.create_api_token(caller, ttl=60, description="", allowed_paths=("a/../b",),
+                              read_only=False)
+    _secret, made = auth.create_api_token(caller, ttl=60, description="",
+                                          allowed_paths=("data/in",), read_only=True)
+    assert made.allowed_paths == ("/data/in",) and made.read_only
