@@ -10,6 +10,7 @@ from jetstream.errors import (
     InvalidArgument,
     JetstreamError,
     NotFound,
+    PathEscape,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
@@ -22,6 +23,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[JetstreamError], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (PathEscape, grpc.StatusCode.PERMISSION_DENIED),  # a link out of the sandbox (contract)
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),

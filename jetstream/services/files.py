@@ -26,7 +26,6 @@ from jetstream.errors import (
     InvalidArgument,
     JetstreamError,
     NotFound,
-    PathEscape,
     PermissionDenied,
 )
 from jetstream.services.auth import Caller
@@ -149,12 +148,9 @@ class FileService:
     async def _run(
         self, caller: Caller, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
-        """`fn` as the caller; a symlink the file layer refuses to follow is PERMISSION_DENIED
-        here, as the API promises for links that lead out of the sandbox."""
-        try:
-            return await self._files.run(caller.principal, fn, *args, **kwargs)
-        except PathEscape as exc:
-            raise PermissionDenied(str(exc)) from None
+        """`fn` as the caller (a link out of the sandbox surfaces as PathEscape, which the
+        API reports as PERMISSION_DENIED)."""
+        return await self._files.run(caller.principal, fn, *args, **kwargs)
 
     async def _real(self, caller: Caller, here: ViewPath) -> Location:
         assert here.location is not None  # callers refused mount points already
