@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from jetstream.errors import InvalidArgument
 
+T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -40,3 +43,11 @@ def decode_token(token: str, query: object) -> str:
     if digest != _query_digest(query) or not isinstance(after, str):
         raise InvalidArgument("page_token was issued for a different query")
     return after
+
+
+def cut(found: Sequence[T], limit: int, key: Callable[[T], str], query: object
+        ) -> tuple[Sequence[T], str]:
+    """Split `limit + 1` fetched items into the page to return and the next page's token
+    ("" when this page is the last): the extra item only says that more exist."""
+    page = found[:limit]
+    return page, encode_token(key(page[-1]), query) if len(found) > limit else ""

@@ -45,10 +45,10 @@ class DestinationServicer(destinations_pb2_grpc.DestinationServiceServicer):
         )
         if request.host:
             found = [d for d in found if d.host == request.host]
-        page, more = found[:limit], len(found) > limit
+        page, token = paging.cut(found, limit, lambda d: d.id, query)
         return destinations_pb2.ListDestinationsResponse(
             destinations=[convert.destination(d) for d in page],
-            next_page_token=paging.encode_token(page[-1].id, query) if more else "",
+            next_page_token=token,
         )
 
     async def UpdateDestination(

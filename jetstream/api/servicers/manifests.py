@@ -50,10 +50,10 @@ class ManifestServicer(manifests_pb2_grpc.ManifestServiceServicer):
             state=convert.manifest_state_filter(request.state),
             after=paging.decode_token(request.page_token, query), limit=limit + 1,
         )
-        page, more = found[:limit], len(found) > limit
+        page, token = paging.cut(found, limit, lambda m: m.id, query)
         return M.ListManifestsResponse(
             manifests=[convert.manifest(m) for m in page],
-            next_page_token=paging.encode_token(page[-1].id, query) if more else "",
+            next_page_token=token,
         )
 
     async def ListManifestFiles(
@@ -65,11 +65,11 @@ class ManifestServicer(manifests_pb2_grpc.ManifestServiceServicer):
             current_caller(), _id(request.parent),
             after=paging.decode_token(request.page_token, query), limit=limit + 1,
         )
-        page, more = entries[:limit], len(entries) > limit
+        page, token = paging.cut(entries, limit, lambda e: e.dest_path, query)
         return M.ListManifestFilesResponse(
             files=[convert.manifest_file(e, f"/{e.source_root}" if e.source_root else "")
                    for e in page],
-            next_page_token=paging.encode_token(page[-1].dest_path, query) if more else "",
+            next_page_token=token,
         )
 
     async def DeleteManifest(

@@ -80,10 +80,10 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
             raise InvalidArgument("page_token is not one this server issued") from None
         limit = paging.page_size(request.page_size)
         found = self._events.list(current_caller(), query, after_id=after_id, limit=limit + 1)
-        page, more = found[:limit], len(found) > limit
+        page, token = paging.cut(found, limit, lambda e: str(e.id), token_query)
         return S.ListEventsResponse(
             events=[convert_admin.event(e) for e in page],
-            next_page_token=paging.encode_token(str(page[-1].id), token_query) if more else "",
+            next_page_token=token,
         )
 
     async def ListSandboxMappings(
@@ -94,10 +94,10 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         found = sandboxes.list_mappings(
             current_caller(), after=paging.decode_token(request.page_token, {}), limit=limit + 1
         )
-        page, more = found[:limit], len(found) > limit
+        page, token = paging.cut(found, limit, lambda m: m.key, {})
         return S.ListSandboxMappingsResponse(
             sandbox_mappings=[convert_admin.sandbox_mapping(m) for m in page],
-            next_page_token=paging.encode_token(page[-1].key, {}) if more else "",
+            next_page_token=token,
         )
 
     async def SetSandboxMapping(

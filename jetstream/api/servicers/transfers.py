@@ -67,11 +67,11 @@ class TransferServicer(transfers_pb2_grpc.TransferServiceServicer):
             states=convert.transfer_states(request.states), destination_id=destination,
             direction=convert.direction(request.direction),
             after=paging.decode_token(request.page_token, query), limit=limit + 1)
-        page, more = found[:limit], len(found) > limit
+        page, token = paging.cut(found, limit, lambda t: t.id, query)
         now = time.time()
         return T.ListTransfersResponse(
             transfers=[convert.transfer(t, now=now) for t in page],
-            next_page_token=paging.encode_token(page[-1].id, query) if more else "")
+            next_page_token=token)
 
     async def WatchTransfer(self, request: T.WatchTransferRequest, context: Context
                             ) -> AsyncIterator[T.WatchTransferResponse]:
@@ -138,10 +138,10 @@ class TransferServicer(transfers_pb2_grpc.TransferServiceServicer):
         rows = self._transfers.files(current_caller(), _id(request.parent),
                                      after_seq=int(after) if after else -1, limit=limit + 1,
                                      states=convert.file_state_filter(request.states))
-        page, more = rows[:limit], len(rows) > limit
+        page, token = paging.cut(rows, limit, lambda row: str(row.seq), query)
         return T.ListTransferFilesResponse(
             files=[convert.transfer_file(row) for row in page],
-            next_page_token=paging.encode_token(str(page[-1].seq), query) if more else "")
+            next_page_token=token)
 
     async def GetIncomingTransfer(self, request: T.GetIncomingTransferRequest,
                                   context: Context) -> T.GetIncomingTransferResponse:
@@ -159,14 +159,14 @@ class TransferServicer(transfers_pb2_grpc.TransferServiceServicer):
                                     after=paging.decode_token(request.page_token, query),
                                     limit=limit + 1)
         states = set(convert.transfer_states(request.states))
-        page, more = found[:limit], len(found) > limit
+        page, token = paging.cut(found, limit, lambda i: i.id, query)
         now = time.time()
         return T.ListIncomingTransfersResponse(
             incoming_transfers=[convert.incoming(i, now=now) for i in page
                                 if (not states or i.state in states)
                                 and (not request.source or request.source == "sources/"
                                      + i.source_uid)],
-            next_page_token=paging.encode_token(page[-1].id, query) if more else "")
+            next_page_token=token)
 
 
 def _id(name: str) -> str:
