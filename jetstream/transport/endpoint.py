@@ -8,6 +8,10 @@ drain events, send what the core returns, re-arm one timer.
 
 Efficiency is per packet: datagrams are read in batches (GRO where offered) and each touched
 connection is pumped once per batch, not once per datagram; sends go out as GSO batches.
+A paced WAN flow delivers its datagrams one at a time, though, and waking the event loop
+for each costs several times the datagram's own processing; so while datagrams keep coming
+the endpoint reads the socket every `POLL_INTERVAL` instead (interrupt moderation, as NICs
+do), and goes back to waiting for readability once a poll finds the socket empty.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 EventHandler = Callable[[Event], None]
 RECEIVE_BATCH = 512
+POLL_INTERVAL = 0.001
+"""Seconds between reads while datagrams keep arriving: adds at most this much to the RTT,
+far below the queueing delay rate control tolerates (docs/protocol.md section 9)."""
 _MIN_SHORT = wire.SHORT_HEADER_SIZE + wire.AEAD_TAG_LENGTH
 _CID_END = 1 + wire.CID_LENGTH
 
@@ -186,6 +193,7 @@ class _Pending:
 
     ticket: SessionTicket
     on_link: Callable[[DataLink], None]
+    config: DataChannelConfig
     links: list[DataLink] = field(default_factory=list)
 
 
@@ -202,15 +210,19 @@ class DataEndpoint:
         self._rng = random.SystemRandom()
         self._unproven: dict[DataLink, bytes] = {}
         self.rejected = 0
+        self._poll: asyncio.TimerHandle | None = None
         self.loop.add_reader(sock.fileno(), self._on_readable)
 
     @property
     def port(self) -> int:
         return int(self.socket.sock.getsockname()[1])
 
-    def expect(self, ticket: SessionTicket, on_link: Callable[[DataLink], None]) -> None:
-        """Accept connections presenting `ticket` (server role)."""
-        self._tickets[ticket.ticket_id] = _Pending(ticket, on_link)
+    def expect(self, ticket: SessionTicket, on_link: Callable[[DataLink], None],
+               config: DataChannelConfig | None = None) -> None:
+        """Accept connections presenting `ticket` (server role). `config`: the accepted
+        connection's own settings, for a side that will send on it (a pull's sender sets its
+        rate policy and limits); the endpoint's otherwise."""
+        self._tickets[ticket.ticket_id] = _Pending(ticket, on_link, config or self.config)
 
     def withdraw(self, ticket_id: bytes) -> None:
         self._tickets.pop(ticket_id, None)
@@ -262,10 +274,25 @@ class DataEndpoint:
         self.loop.remove_writer(self.socket.sock.fileno())
 
     def _on_readable(self) -> None:
-        now = self.loop.time()
+        start = self.loop.time()
+        if self._read(start):
+            self.loop.remove_reader(self.socket.sock.fileno())
+            self._poll = self.loop.call_at(start + POLL_INTERVAL, self._on_poll)
+
+    def _on_poll(self) -> None:
+        start = self.loop.time()
+        if self._read(start):  # the interval runs from the start: a busy reader never idles
+            self._poll = self.loop.call_at(start + POLL_INTERVAL, self._on_poll)
+        else:
+            self._poll = None
+            self.loop.add_reader(self.socket.sock.fileno(), self._on_readable)
+
+    def _read(self, now: float) -> int:
+        """Process the datagrams waiting on the socket; how many there were."""
         touched: dict[int, DataLink] = {}
         by_cid = self._by_cid
-        for data, addr in self.socket.receive(RECEIVE_BATCH):
+        datagrams = self.socket.receive(RECEIVE_BATCH)
+        for data, addr in datagrams:
             if len(data) >= _MIN_SHORT and not data[0] & wire.FLAG_LONG:
                 link = by_cid.get(bytes(data[1:_CID_END]))  # a short header: route by cid
             else:
@@ -279,6 +306,7 @@ class DataEndpoint:
             link.pump()
             if link in self._unproven and link.connection.authenticated:
                 self._consume_ticket(link)
+        return len(datagrams)
 
     def _route(self, data: bytes | memoryview, addr: Address) -> DataLink | None:
         try:
@@ -295,7 +323,7 @@ class DataEndpoint:
                 return link
         if len(pending.links) >= 4:  # unauthenticated attempts per ticket: bounded state
             return None
-        connection = Connection(self.config, role=Role.SERVER, ticket=pending.ticket,
+        connection = Connection(pending.config, role=Role.SERVER, ticket=pending.ticket,
                                 rng=self._rng)
         link = DataLink(self, connection)
         pending.links.append(link)
@@ -324,7 +352,10 @@ class DataEndpoint:
             link.connection.close(0, "endpoint closing")
             link.pump()
             self.forget(link)
-        self.loop.remove_reader(self.socket.sock.fileno())
+        if self._poll is not None:
+            self._poll.cancel()
+        else:
+            self.loop.remove_reader(self.socket.sock.fileno())
         if self._backlog:
             self.loop.remove_writer(self.socket.sock.fileno())
         self.socket.close()

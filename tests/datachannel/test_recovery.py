@@ -113,3 +113,15 @@ def test_pacer_releases_quantum_sized_bursts() -> None:
         pacer.on_sent(1000)
         sent += 1
     assert sent == 11
+    late = pacer.next_send_time() + 0.0005  # a timer 0.5 ms late: what it missed goes too
+    sent = 0
+    while pacer.can_send(late):
+        pacer.on_sent(1000)
+        sent += 1
+    assert sent == 16
+    stalled = pacer.next_send_time() + 0.010  # 10 ms late: the catch-up stops at 2 quanta
+    sent = 0
+    while pacer.can_send(stalled):
+        pacer.on_sent(1000)
+        sent += 1
+    assert sent == 31

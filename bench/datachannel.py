@@ -1,10 +1,12 @@
-"""The data channel over real UDP on loopback, memory to memory (issue #4's CPU target).
+"""The data channel alone over real UDP, memory to memory: on loopback or an emulated link.
 
-    .venv/bin/python -m bench.loopback_datachannel [--size 1G] [--policy fair|fixed]
-                                                   [--datagram 1472]
+    .venv/bin/python -m bench.datachannel [--size 1G] [--policy fair|fixed] [--datagram 1472]
+                                          [--profile b] [--trace]
 
 A sender process and a receiver process (multiprocessing, spawn) each run the real asyncio
-driver (`jetstream.transport.endpoint`) on a UDP socket bound to 127.0.0.1, with AES-GCM.
+driver (`jetstream.transport.endpoint`) with AES-GCM: on 127.0.0.1 (issue #4's CPU target),
+or with `--profile` (root) in the two namespaces of a bench.linkemu link, the sender in A and
+the receiver in B, which isolates rate control from the file engine on the WAN profiles.
 The sender queues memoryview slices of one preallocated buffer on one stream; the receiver
 counts the bytes and returns the flow-control credit at once. No disk, no transfer engine.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import multiprocessing as mp
 import os
 import sys
@@ -25,6 +28,8 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 
+from bench.nets import LinkNet
+from bench.profiles import parse_profile
 from jetstream.datachannel import (
     DataChannelConfig,
     RatePolicy,
@@ -41,6 +46,7 @@ CHUNK = 1 << 20
 BUFFER = 64 << 20
 FIXED_RATE = 3_000_000_000
 TIMEOUT = 600.0
+CLONE_NEWNET = 0x40000000
 
 
 @dataclass
@@ -63,23 +69,40 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def make_config(policy: str, datagram: int) -> DataChannelConfig:
+@dataclass(frozen=True)
+class Place:
+    """Where one process runs: a network namespace (None: the caller's) and its address."""
+
+    netns: str | None
+    addr: str
+
+    def enter(self) -> None:
+        """Move this (new, single-threaded) process into the namespace (3.11 lacks os.setns)."""
+        if self.netns is not None:
+            with open(f"/run/netns/{self.netns}") as ns:
+                if ctypes.CDLL(None, use_errno=True).setns(ns.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {self.netns}")
+
+
+def make_config(policy: str, datagram: int, rate: float) -> DataChannelConfig:
     if policy == "fixed":
-        return DataChannelConfig(rate_policy=RatePolicy.FIXED, target_rate=FIXED_RATE,
-                                 max_rate=FIXED_RATE, max_datagram_size=datagram)
+        return DataChannelConfig(rate_policy=RatePolicy.FIXED, target_rate=rate, max_rate=rate,
+                                 max_datagram_size=datagram)
     return DataChannelConfig(max_datagram_size=datagram)
 
 
 # --- receiver process --------------------------------------------------------------------------
 
 
-def receiver_main(pipe: Pipe, ticket: tuple[bytes, bytes], policy: str, datagram: int) -> None:
-    result = asyncio.run(_receive(pipe, SessionTicket(*ticket), make_config(policy, datagram)))
-    pipe.send(result)
+def receiver_main(pipe: Pipe, place: Place, ticket: tuple[bytes, bytes],
+                  config: DataChannelConfig) -> None:
+    place.enter()
+    pipe.send(asyncio.run(_receive(pipe, place, SessionTicket(*ticket), config)))
 
 
-async def _receive(pipe: Pipe, ticket: SessionTicket, config: DataChannelConfig) -> Side:
-    endpoint = DataEndpoint(bind_udp("127.0.0.1", 0), config)
+async def _receive(pipe: Pipe, place: Place, ticket: SessionTicket,
+                   config: DataChannelConfig) -> Side:
+    endpoint = DataEndpoint(bind_udp(place.addr, 0), config)
     done = asyncio.get_running_loop().create_future()
     start: list[float] = []
     received = 0
@@ -115,29 +138,34 @@ async def _receive(pipe: Pipe, ticket: SessionTicket, config: DataChannelConfig)
 # --- sender process ----------------------------------------------------------------------------
 
 
-def sender_main(pipe: Pipe, ticket: tuple[bytes, bytes], policy: str, datagram: int,
-                port: int, size: int, trace: bool) -> None:
-    config = make_config(policy, datagram)
-    result = asyncio.run(_send(SessionTicket(*ticket), config, port, size, trace))
-    pipe.send(result)
+def sender_main(pipe: Pipe, place: Place, ticket: tuple[bytes, bytes],
+                config: DataChannelConfig, peer: tuple[str, int], size: int,
+                trace: bool) -> None:
+    place.enter()
+    pipe.send(asyncio.run(_send(place, SessionTicket(*ticket), config, peer, size, trace)))
 
 
 async def _trace(link: DataLink) -> None:
-    """Once a second, the sender's view of the path (``--trace``), on stderr."""
+    """Every half second, the sender's view of the path (``--trace``), on stderr."""
     start = time.perf_counter()
+    last = 0
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         s = link.statistics()
+        acked = s.stream_bytes_sent - s.bytes_in_flight
         print(f"{time.perf_counter() - start:5.1f}s {s.congestion_state:>10} "
-              f"rate {s.pacing_rate * 8 / 1e9:.3f} Gbit/s cwnd {s.cwnd} "
-              f"in flight {s.bytes_in_flight} srtt {s.smoothed_rtt * 1e3:.2f} ms "
-              f"min {s.min_rtt * 1e3:.3f} ms lost {s.packets_lost} "
-              f"sent {s.stream_bytes_sent >> 20} MiB", file=sys.stderr, flush=True)
+              f"pacing {s.pacing_rate * 8 / 1e6:7.1f} Mbit/s "
+              f"delivery {s.delivery_rate * 8 / 1e6:7.1f} "
+              f"sent {(acked - last) * 16 / 1e6:7.1f} Mbit/s cwnd {s.cwnd >> 10} KiB "
+              f"in flight {s.bytes_in_flight >> 10} KiB srtt {s.smoothed_rtt * 1e3:.1f} ms "
+              f"min {s.min_rtt * 1e3:.2f} ms lost {s.packets_lost}",
+              file=sys.stderr, flush=True)
+        last = acked
 
 
-async def _send(ticket: SessionTicket, config: DataChannelConfig, port: int, size: int,
-                trace: bool = False) -> Side:
-    endpoint = DataEndpoint(bind_udp("127.0.0.1", 0), config)
+async def _send(place: Place, ticket: SessionTicket, config: DataChannelConfig,
+                peer: tuple[str, int], size: int, trace: bool = False) -> Side:
+    endpoint = DataEndpoint(bind_udp(place.addr, 0), config)
     buffer = memoryview(os.urandom(min(size, BUFFER)) if size else b"")
     acknowledged = asyncio.get_running_loop().create_future()
 
@@ -148,7 +176,7 @@ async def _send(ticket: SessionTicket, config: DataChannelConfig, port: int, siz
             acknowledged.set_exception(RuntimeError(f"sender: link closed: {event.reason}"))
 
     try:
-        link = endpoint.connect(("127.0.0.1", port), ticket)
+        link = endpoint.connect(peer, ticket)
         link.on_event = on_event
         await asyncio.wait_for(link.established, 10)
         tracer = asyncio.ensure_future(_trace(link)) if trace else None
@@ -177,21 +205,22 @@ async def _send(ticket: SessionTicket, config: DataChannelConfig, port: int, siz
 # --- parent ------------------------------------------------------------------------------------
 
 
-def run(size: int, policy: str, datagram: int, trace: bool = False) -> tuple[Side, Side]:
+def run(size: int, config: DataChannelConfig, sender: Place, receiver: Place,
+        trace: bool = False) -> tuple[Side, Side]:
     ctx = mp.get_context("spawn")
     ticket = SessionTicket.generate(os.urandom)
     material = (ticket.ticket_id, ticket.secret)
     rx_parent, rx_child = ctx.Pipe()
     tx_parent, tx_child = ctx.Pipe()
-    receiver = ctx.Process(target=receiver_main, args=(rx_child, material, policy, datagram))
-    receiver.start()
+    rx_proc = ctx.Process(target=receiver_main, args=(rx_child, receiver, material, config))
+    rx_proc.start()
     try:
         if not rx_parent.poll(30):
             raise RuntimeError("the receiver did not start")
         port = rx_parent.recv()
-        sender = ctx.Process(target=sender_main, args=(tx_child, material, policy, datagram, port,
-                                                             size, trace))
-        sender.start()
+        tx_proc = ctx.Process(target=sender_main, args=(
+            tx_child, sender, material, config, (receiver.addr, port), size, trace))
+        tx_proc.start()
         try:
             if not tx_parent.poll(TIMEOUT + 30):
                 raise RuntimeError("the sender did not finish")
@@ -200,34 +229,35 @@ def run(size: int, policy: str, datagram: int, trace: bool = False) -> tuple[Sid
                 raise RuntimeError("the receiver did not finish")
             rx: Side = rx_parent.recv()
         finally:
-            sender.join(30)
-            if sender.is_alive():
-                sender.terminate()
+            tx_proc.join(30)
+            if tx_proc.is_alive():
+                tx_proc.terminate()
     finally:
-        receiver.join(30)
-        if receiver.is_alive():
-            receiver.terminate()
+        rx_proc.join(30)
+        if rx_proc.is_alive():
+            rx_proc.terminate()
     return tx, rx
 
 
-def table(size: int, policy: str, datagram: int, tx: Side, rx: Side) -> str:
+def table(size: int, where: str, policy: str, datagram: int, tx: Side, rx: Side) -> str:
     gbps = size * 8 / tx.wall / 1e9
     lines = [
-        f"loopback data channel, {size / (1 << 20):.0f} MiB memory to memory, policy {policy},"
+        f"data channel on {where}, {size / (1 << 20):.0f} MiB memory to memory, policy {policy},"
         f" {datagram}-byte datagrams, {DataChannelConfig().aead}",
         "",
-        "| side | Gbit/s payload | packets/s | CPU s | CPU µs/packet | CPU % of wall "
+        "| side | Mbit/s payload | packets/s | CPU s | CPU µs/packet | CPU % of wall "
         "| syscalls | GSO/GRO | retransmitted |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, side, flag in (("sender", tx, tx.gso), ("receiver", rx, rx.gro)):
         lines.append(
-            f"| {name} | {size * 8 / side.wall / 1e9:.2f} | {side.packets / side.wall:,.0f} "
+            f"| {name} | {size * 8 / side.wall / 1e6:,.1f} | {side.packets / side.wall:,.0f} "
             f"| {side.cpu:.2f} | {side.cpu / max(side.packets, 1) * 1e6:.2f} "
             f"| {side.cpu / side.wall:.0%} | {side.calls:,} | {'on' if flag else 'off'} "
             f"| {side.retransmitted:,} B |"
         )
-    lines += ["", f"**{gbps:.2f} Gbit/s of payload** (sender: first byte queued to end acked)"]
+    lines += ["", f"**{gbps * 1000:,.1f} Mbit/s of payload** (sender: first byte queued to end"
+                  " acked)"]
     if rx.stream_bytes != size:
         lines.append(f"WARNING: the receiver counted {rx.stream_bytes} bytes, not {size}")
     return "\n".join(lines)
@@ -237,14 +267,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="1G", help="payload bytes (K/M/G suffixes)")
     parser.add_argument("--policy", choices=("fair", "fixed"), default="fair")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="fixed policy: bits/s (default 3e9 on loopback, 95%% of the link)")
     parser.add_argument("--datagram", type=int, default=DataChannelConfig().max_datagram_size,
                         help="max_datagram_size (the default fits a 1500-byte MTU)")
+    parser.add_argument("--profile", default=None,
+                        help="a bench profile (a-e or name=RATE,RTT,LOSS): run over that link")
     parser.add_argument("--trace", action="store_true",
-                        help="print the sender's rate, window and RTT every second (stderr)")
+                        help="print the sender's rate, window and RTT twice a second (stderr)")
     args = parser.parse_args(argv)
     size = parse_size(args.size)
-    tx, rx = run(size, args.policy, args.datagram, args.trace)
-    print(table(size, args.policy, args.datagram, tx, rx))
+    if args.profile is None:
+        rate = args.rate or FIXED_RATE
+        config = make_config(args.policy, args.datagram, rate / 8)
+        tx, rx = run(size, config, Place(None, "127.0.0.1"), Place(None, "127.0.0.1"),
+                     args.trace)
+        where = "loopback"
+    else:
+        profile = parse_profile(args.profile)
+        rate = args.rate or 0.95 * (profile.rate_bps or FIXED_RATE)
+        config = make_config(args.policy, args.datagram, rate / 8)
+        with LinkNet(profile, "jsdc-") as net:
+            tx, rx = run(size, config, Place(net.ns_a, net.addr_a), Place(net.ns_b, net.addr_b),
+                         args.trace)
+            where = net.describe()
+    print(table(size, where, args.policy, args.datagram, tx, rx))
     return 0 if rx.stream_bytes == size else 1
 
 
