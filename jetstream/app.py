@@ -13,7 +13,9 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from jetstream import __version__
 from jetstream.api.localsocket import LocalSocket
@@ -40,10 +42,13 @@ from jetstream.storage.sandbox import SandboxRules
 from jetstream.storage.userfs import UserFS
 from jetstream.tls import TlsIdentity, load_tls_identity
 from jetstream.transfers.incoming import IncomingStore
+from jetstream.transfers.model import Direction, Progress, Transfer
 from jetstream.transfers.peer import ReceiveService
+from jetstream.transfers.puller import PullJob
 from jetstream.transfers.sender import PushJob, SenderContext
-from jetstream.transfers.service import TransferService
-from jetstream.transfers.store import TransferStore
+from jetstream.transfers.sendsessions import SendService
+from jetstream.transfers.service import Job, TransferService
+from jetstream.transfers.store import FileRecord, TransferStore
 from jetstream.transport.endpoint import DataEndpoint
 from jetstream.transport.sockets import bind_udp
 
@@ -63,6 +68,7 @@ class Server:
     manifests: ManifestService
     transfers: TransferService
     receive: ReceiveService
+    send: SendService
     receive_endpoint: DataEndpoint
     udp_sockets: list[socket.socket] = field(default_factory=list)
     local: LocalSocket | None = None
@@ -77,6 +83,7 @@ class Server:
             await self.local.stop()
         await self.transfers.stop()
         await self.receive.close()
+        await self.send.close()
         self.receive_endpoint.close()
         await self.manifests.close()
         self.files.close()
@@ -135,10 +142,13 @@ async def start_server(
         bandwidth = BandwidthService(db, _fixed_bandwidth(config))
         receive = ReceiveService(incoming_store, files, sandboxes, receive_endpoint,
                                  metrics=transfer_metrics, bandwidth=bandwidth,
-                                 sending=lambda: transfers.sending)
+                                 sending=lambda: transfers.sending or send.sending)
+        send = SendService(manifests, files, sandboxes, receive_endpoint, events,
+                           datachannel=datachannel, metrics=transfer_metrics,
+                           bandwidth=bandwidth, receiving=lambda: receive.receiving)
         transfers = TransferService(transfer_store, destinations, manifests, events,
-                                    metrics=transfer_metrics, bandwidth=bandwidth,
-                                    receiving=lambda: receive.receiving)
+                                    sandboxes=sandboxes, metrics=transfer_metrics,
+                                    bandwidth=bandwidth, receiving=lambda: receive.receiving)
         transfer_metrics.watch(
             lambda: [("outgoing", *c) for c in transfer_store.active_counts()]
             + [("incoming", *c) for c in incoming_store.active_counts()],
@@ -147,8 +157,16 @@ async def start_server(
         sender = SenderContext(destinations, manifests, files, sandboxes,
                                identity.server_uid, info.friendly_name, datachannel,
                                transfer_metrics)
-        transfers.start(lambda transfer, report, record: PushJob(transfer, report, record,
-                                                                 sender))
+
+        def job(transfer: Transfer, report: Callable[[Progress, str], None],
+                record: Callable[[list[FileRecord]], None]) -> Job:
+            if transfer.direction is Direction.PULL:
+                return PullJob(transfer, report,
+                               partial(transfer_store.set_manifest, transfer.id), sender,
+                               receive)
+            return PushJob(transfer, report, record, sender)
+
+        transfers.start(job)
         services = ApiServices(
             info=info,
             auth=auth,
@@ -156,6 +174,7 @@ async def start_server(
             manifests=manifests,
             transfers=transfers,
             receive=receive,
+            send=send,
             bandwidth=bandwidth,
             files=FileService(files, sandboxes),
             sandboxes=sandboxes,
@@ -171,7 +190,7 @@ async def start_server(
         db.close()
         raise
     server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
-                    receive_endpoint, udp_sockets, services.local)
+                    send, receive_endpoint, udp_sockets, services.local)
     metrics_port = None
     if metrics is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)

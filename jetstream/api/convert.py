@@ -27,15 +27,15 @@ from jetstream.services.manifests import (
 )
 from jetstream.services.manifests import Mapping as ManifestMapping
 from jetstream.services.server_info import ServerInfoService
+from jetstream.transfers import peerwire
 from jetstream.transfers.hashing import HashAlgorithm
-from jetstream.transfers.incoming import Incoming
+from jetstream.transfers.incoming import Incoming, Source
 from jetstream.transfers.model import (
     Direction,
     Failure,
     Overwrite,
     Progress,
     RateLimits,
-    RatePolicy,
     Transfer,
     TransferOptions,
     TransferState,
@@ -238,15 +238,26 @@ def manifest_state_filter(state: int) -> ManifestState | None:
     return None
 
 
+_SYMLINK_POLICIES = {
+    SymlinkPolicy.SKIP: manifests_pb2.SYMLINK_POLICY_SKIP,
+    SymlinkPolicy.FOLLOW_WITHIN_SANDBOX: manifests_pb2.SYMLINK_POLICY_FOLLOW_WITHIN_SANDBOX,
+    SymlinkPolicy.PRESERVE: manifests_pb2.SYMLINK_POLICY_PRESERVE,
+}
+
+
 def manifest_spec_from_proto(spec: manifests_pb2.ManifestSpec) -> ManifestSpec:
-    if spec.symlink_policy not in (manifests_pb2.SYMLINK_POLICY_UNSPECIFIED,
-                                   manifests_pb2.SYMLINK_POLICY_SKIP):
-        raise InvalidArgument("only the SKIP symlink policy is supported so far")
+    if spec.symlink_policy == manifests_pb2.SYMLINK_POLICY_UNSPECIFIED:
+        symlinks = SymlinkPolicy.SKIP
+    else:
+        found = [k for k, wire in _SYMLINK_POLICIES.items() if wire == spec.symlink_policy]
+        if not found:
+            raise InvalidArgument(f"unknown symlink_policy {spec.symlink_policy}")
+        symlinks = found[0]
     return ManifestSpec(
         mappings=tuple(ManifestMapping(m.source_path, m.destination_path) for m in spec.mappings),
         include=tuple(spec.include_patterns),
         exclude=tuple(spec.exclude_patterns),
-        symlinks=SymlinkPolicy.SKIP,
+        symlinks=symlinks,
     )
 
 
@@ -259,7 +270,7 @@ def manifest(m: Manifest) -> manifests_pb2.Manifest:
                       for x in m.spec.mappings],
             include_patterns=list(m.spec.include),
             exclude_patterns=list(m.spec.exclude),
-            symlink_policy=manifests_pb2.SYMLINK_POLICY_SKIP,
+            symlink_policy=_SYMLINK_POLICIES[m.spec.symlinks],
         ),
         state=_MANIFEST_STATES[m.state],
         file_count=m.file_count,
@@ -309,9 +320,6 @@ _OVERWRITES = {Overwrite.NEVER: common_pb2.OVERWRITE_POLICY_NEVER,
                Overwrite.RESUME: common_pb2.OVERWRITE_POLICY_RESUME}
 _HASHES = {HashAlgorithm.BLAKE3: common_pb2.HASH_ALGORITHM_BLAKE3,
            HashAlgorithm.SHA256: common_pb2.HASH_ALGORITHM_SHA256}
-_POLICIES = {RatePolicy.FAIR: common_pb2.RATE_POLICY_FAIR,
-             RatePolicy.FIXED: common_pb2.RATE_POLICY_FIXED,
-             RatePolicy.LOW_PRIORITY: common_pb2.RATE_POLICY_LOW_PRIORITY}
 
 
 def _from_wire(table: Mapping[Any, int], value: int, default: Any) -> Any:
@@ -342,12 +350,11 @@ def duration(seconds: float) -> Duration:
 
 
 def rate_limits(message: common_pb2.RateLimit) -> RateLimits:
-    return RateLimits(
-        min_bps=message.min_bps,
-        target_bps=message.target_bps,
-        max_bps=message.max_bps,
-        policy=_from_wire(_POLICIES, message.policy, RatePolicy.FAIR),
-    )
+    return peerwire.rate_from_wire(message)
+
+
+def hash_algorithm(value: int) -> HashAlgorithm:
+    return _from_wire(_HASHES, value, HashAlgorithm.BLAKE3)  # type: ignore[no-any-return]
 
 
 def transfer_options(message: transfers_pb2.Transfer) -> TransferOptions:
@@ -356,7 +363,7 @@ def transfer_options(message: transfers_pb2.Transfer) -> TransferOptions:
         checkpoint_interval=interval,
         rate=rate_limits(message.rate_limit),
         overwrite=_from_wire(_OVERWRITES, message.overwrite_policy, Overwrite.RESUME),
-        hash_algorithm=_from_wire(_HASHES, message.hash_algorithm, HashAlgorithm.BLAKE3),
+        hash_algorithm=hash_algorithm(message.hash_algorithm),
     )
 
 
@@ -365,7 +372,7 @@ def transfer_options_from_peer(message: peer_pb2.OpenReceiveSessionRequest) -> T
     return TransferOptions(
         checkpoint_interval=interval,
         overwrite=_from_wire(_OVERWRITES, message.overwrite_policy, Overwrite.RESUME),
-        hash_algorithm=_from_wire(_HASHES, message.hash_algorithm, HashAlgorithm.BLAKE3),
+        hash_algorithm=hash_algorithm(message.hash_algorithm),
     )
 
 
@@ -409,14 +416,11 @@ def transfer(t: Transfer, *, now: float) -> transfers_pb2.Transfer:
         name=TRANSFER_PREFIX + t.id,
         destination=DESTINATION_PREFIX + t.destination_id,
         direction=_DIRECTIONS[t.direction],
-        manifest=MANIFEST_PREFIX + t.manifest_id,
+        manifest=MANIFEST_PREFIX + t.manifest_id if t.manifest_id else "",
         destination_path=t.destination_path,
         priority=t.priority,
         checkpoint_interval=duration(t.options.checkpoint_interval),
-        rate_limit=common_pb2.RateLimit(min_bps=t.options.rate.min_bps,
-                                        target_bps=t.options.rate.target_bps,
-                                        max_bps=t.options.rate.max_bps,
-                                        policy=_POLICIES[t.options.rate.policy]),
+        rate_limit=peerwire.rate_to_wire(t.options.rate),
         overwrite_policy=_OVERWRITES[t.options.overwrite],
         hash_algorithm=_HASHES[t.options.hash_algorithm],
         state=_TRANSFER_STATES[t.state],
@@ -440,7 +444,7 @@ def transfer(t: Transfer, *, now: float) -> transfers_pb2.Transfer:
 def incoming(i: Incoming, *, now: float) -> transfers_pb2.IncomingTransfer:
     message = transfers_pb2.IncomingTransfer(
         name=INCOMING_PREFIX + i.id,
-        source="sources/" + i.source_uid,
+        source=SOURCE_PREFIX + i.source_uid,
         sender_transfer=i.sender_transfer,
         source_address=i.source_address,
         destination_path=i.destination_path,
@@ -457,6 +461,27 @@ def incoming(i: Incoming, *, now: float) -> transfers_pb2.IncomingTransfer:
         message.last_receive_time.CopyFrom(timestamp(i.last_receive_at))
     if i.ended_at:
         message.end_time.CopyFrom(timestamp(i.ended_at))
+    return message
+
+
+SOURCE_PREFIX = "sources/"
+
+
+def source(s: Source) -> transfers_pb2.Source:
+    message = transfers_pb2.Source(
+        name=SOURCE_PREFIX + s.server_uid,
+        server_uid=s.server_uid,
+        display_name=s.display_name,
+        last_address=s.last_address,
+        active_transfer_count=s.active,
+        completed_transfer_count=s.completed,
+        failed_transfer_count=s.failed,
+        bytes_received=s.bytes_received,
+        average_rate_bps=round(s.average_rate_bps),
+        recent_rate_bps=round(s.recent_rate_bps),
+    )
+    if s.last_receive_at:
+        message.last_receive_time.CopyFrom(timestamp(s.last_receive_at))
     return message
 
 

@@ -30,6 +30,7 @@ from jetstream.services.sandboxes import Sandboxes
 from jetstream.services.server_info import ServerInfoService
 from jetstream.tls import TlsIdentity
 from jetstream.transfers.peer import ReceiveService
+from jetstream.transfers.sendsessions import SendService
 from jetstream.transfers.service import TransferService
 from jetstream.v1 import (
     auth_pb2,
@@ -67,6 +68,7 @@ class ApiServices:
     manifests: ManifestService
     transfers: TransferService
     receive: ReceiveService
+    send: SendService
     bandwidth: BandwidthService
     files: FileService | None = None
     sandboxes: Sandboxes | None = None
@@ -121,7 +123,8 @@ async def build_api_server(
     transfers_pb2_grpc.add_TransferServiceServicer_to_server(
         TransferServicer(services.transfers, services.receive), server
     )
-    peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(services.receive), server)
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(
+        PeerServicer(services.receive, services.send), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,14 +1,11 @@
 """`jetstreamctl cp`: copy files between this machine and a server, in the spirit of scp.
 
     jetstreamctl cp file dir/ HOST[:PORT]:/dest/       push: the local server sends
-    jetstreamctl cp HOST:/data/file HOST:/data/dir .   pull: HOST sends to the local server
+    jetstreamctl cp HOST:/data/file HOST:/data/dir .   pull: the local server fetches
     jetstreamctl cp HOST1:/a HOST2:/b                  HOST1 sends to HOST2
 
-Every copy is a push by the server that holds the files (only pushes exist on the wire
-today). For a pull, HOST pushes to the local server: jetstreamctl asks the local server
-(over its Unix socket, no password) for an API token restricted to the target directory,
-gives it to HOST in a one-off destination pointing at this machine, and revokes both when
-the transfer ends. See ctl_links for the credentials, docs/api.md for the reasoning.
+Either way the local server (or HOST1) runs the transfer, through a destination holding an
+API token made with your session at the other server (see ctl_links for the credentials).
 
 Targets follow scp: a target that is an existing directory (or ends in `/`, or receives
 several sources) gets the sources inside it, under their base names; with one source, a
@@ -20,8 +17,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import socket
-import sys
 from dataclasses import dataclass, field
 
 import click
@@ -40,14 +35,7 @@ from jetstream.cli.ctl_connect import (
 )
 from jetstream.cli.ctl_links import (
     LABEL,
-    PULL_TOKEN_TTL,
-    Grant,
-    create_destination,
-    grant_on,
     push_destination,
-    resource_id,
-    revoke,
-    target_identity,
 )
 from jetstream.cli.ctl_transfers import finish
 from jetstream.cli.ctl_watch import follow
@@ -62,11 +50,9 @@ from jetstream.cli.output import (
     parse_rate,
     short_name,
 )
-from jetstream.client.channel import Endpoint
 from jetstream.v1 import (
     auth_pb2,
     common_pb2,
-    destinations_pb2,
     files_pb2,
     manifests_pb2,
     transfers_pb2,
@@ -211,25 +197,6 @@ def _open(current: Settings, location: Location) -> tuple[Connection, str | None
     return (open_local(current), None) if location.is_local else _remote(current, location)
 
 
-def local_address_for(remote: str, explicit: str | None, external: str) -> str:
-    """This machine's address as `remote` sees it: --local-address, else the local server's
-    --external-address, else the address this machine uses to reach `remote`."""
-    if explicit:
-        return explicit
-    if external:
-        return external
-    endpoint = parse_address(remote)
-    try:
-        infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM)
-        family, _, _, _, address = infos[0]
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect(address)  # no packet is sent: this only picks the route
-            return str(probe.getsockname()[0])
-    except OSError as exc:
-        raise CtlError(f"cannot tell this machine's address for {remote} ({exc}); "
-                       "pass --local-address", EXIT_USAGE) from None
-
-
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="SRC... DEST")
 @click.option("--detach", "-d", is_flag=True,
@@ -245,17 +212,15 @@ def local_address_for(remote: str, explicit: str | None, external: str) -> str:
 @click.option("--priority", type=click.IntRange(0, 100), default=None,
               help="Queue priority, 0 (first) to 100 (last, the default).")
 @click.option("--max-rate", metavar="RATE", default=None, help="Rate ceiling, e.g. 200M (bit/s).")
-@click.option("--local-address", metavar="ADDRESS", default=None,
-              help="For pulls: this machine's address as the other server sees it.")
 @common_options
 def cp(paths: tuple[str, ...], detach: bool, overwrite: str | None, includes: tuple[str, ...],
        excludes: tuple[str, ...], symlinks: str | None, priority: int | None,
-       max_rate: str | None, local_address: str | None) -> None:
+       max_rate: str | None) -> None:
     """Copy SRC... to DEST, where either side is HOST[:PORT]:PATH (or both are).
 
     \b
     jetstreamctl cp a.mov dir/ HOST:/in/       push (the local server sends)
-    jetstreamctl cp HOST:/out/x HOST:/out/y .  pull (HOST sends to the local server)
+    jetstreamctl cp HOST:/out/x HOST:/out/y .  pull (the local server fetches from HOST)
     jetstreamctl cp -d a.mov HOST:/in/new.mov  print the transfer id and return
 
     Shows a live progress bar until the transfer ends; exit 5 if it failed or was cancelled.
@@ -282,45 +247,44 @@ def cp(paths: tuple[str, ...], detach: bool, overwrite: str | None, includes: tu
     current = settings()
     source, source_token = _open(current, sources[0])
     target, target_token = _open(current, dest)
-    grant: Grant | None = None
-    destination = ""
     with source, target:
         source_paths = [s.path for s in sources]
         check_sources(source, source_paths)
         plan = plan_copy(target, source_paths, dest.path)
-        if dest.is_local:
-            info = target_identity(target)
-            address = local_address_for(source.name, local_address, info.external_address)
-            endpoint = Endpoint(address, info.api_port)
-            grant = grant_on(target, f"jetstreamctl: pull from {source.name}",
-                             allowed_paths=(plan.destination_path,), ttl=PULL_TOKEN_TTL)
-            destination = create_destination(source, endpoint, info, grant, {LABEL: "pull"},
-                                             resource_id("pull", target.username or "local"),
-                                             ).name
+        spec = manifests_pb2.ManifestSpec(mappings=plan.mappings,
+                                          include_patterns=list(includes),
+                                          exclude_patterns=list(excludes))
+        if symlinks:
+            spec.symlink_policy = SYMLINKS[symlinks]
+        transfer = transfers_pb2.Transfer(destination_path=plan.destination_path)
+        if dest.is_local:  # pull: the local server fetches from the source server
+            runner = target
+            transfer.destination = push_destination(target, source,
+                                                    parse_address(source.name),
+                                                    source_token).name
+            transfer.direction = common_pb2.TRANSFER_DIRECTION_PULL
+            transfer.manifest_spec.CopyFrom(spec)
         else:
-            endpoint = parse_address(dest.server)
-            destination = push_destination(source, target, endpoint, target_token).name
-        manifest = build_manifest(source, plan, includes, excludes, symlinks)
-        transfer = transfers_pb2.Transfer(destination=destination, manifest=manifest,
-                                          destination_path=plan.destination_path)
+            runner = source
+            transfer.destination = push_destination(source, target, parse_address(dest.server),
+                                                    target_token).name
+            transfer.manifest = build_manifest(source, spec)
         if overwrite:
             transfer.overwrite_policy = OVERWRITE[overwrite]
         if priority is not None:
             transfer.priority = priority
         if rate is not None:
             transfer.rate_limit.max_bps = rate
-        created = source.call(source.transfers.CreateTransfer,
+        created = runner.call(runner.transfers.CreateTransfer,
                               transfers_pb2.CreateTransferRequest(transfer=transfer)).transfer
         try:
-            final = _after_create(source, created, detach, destination, plan, dest)
+            final = _after_create(runner, created, detach, transfer.destination, plan, dest)
         except KeyboardInterrupt:
-            raise CtlError(f"interrupted; {created.name} keeps running on {source.name}: "
-                           f"jetstreamctl -s {source.name} transfers watch "
+            raise CtlError(f"interrupted; {created.name} keeps running on {runner.name}: "
+                           f"jetstreamctl -s {runner.name} transfers watch "
                            f"{short_name(created.name)}", EXIT_INTERRUPTED) from None
         if final is None:
             return
-        if grant is not None:
-            _clean_pull(source, target, destination, grant)
     finish(final)
 
 
@@ -339,12 +303,7 @@ def _after_create(source: Connection, created: transfers_pb2.Transfer, detach: b
     return follow(source, created.name, out())
 
 
-def build_manifest(source: Connection, plan: Plan, includes: tuple[str, ...],
-                   excludes: tuple[str, ...], symlinks: str | None) -> str:
-    spec = manifests_pb2.ManifestSpec(mappings=plan.mappings, include_patterns=list(includes),
-                                      exclude_patterns=list(excludes))
-    if symlinks:
-        spec.symlink_policy = SYMLINKS[symlinks]
+def build_manifest(source: Connection, spec: manifests_pb2.ManifestSpec) -> str:
     made = source.call(source.manifests.CreateManifest, manifests_pb2.CreateManifestRequest(
         manifest=manifests_pb2.Manifest(spec=spec, labels={LABEL: "cp"}))).manifest
     done = source.call(source.manifests.WaitManifest,
@@ -354,16 +313,3 @@ def build_manifest(source: Connection, plan: Plan, includes: tuple[str, ...],
         raise CtlError(f"{source.name}: cannot list the files to send: {done.error.message}",
                        EXIT_FAILURE, "FAILED_PRECONDITION")
     return done.name
-
-
-def _clean_pull(source: Connection, target: Connection, destination: str, grant: Grant) -> None:
-    """Delete the one-off destination and revoke its token; problems are only reported."""
-    for action in (
-        lambda: source.call(source.destinations.DeleteDestination,
-                            destinations_pb2.DeleteDestinationRequest(name=destination)),
-        lambda: revoke(target, grant),
-    ):
-        try:
-            action()
-        except CtlError as exc:
-            print(f"jetstreamctl: warning: cleaning up after the pull: {exc}", file=sys.stderr)

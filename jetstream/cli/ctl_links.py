@@ -1,16 +1,10 @@
 """How one server is given credentials for another: destinations made from your logins.
 
-A transfer is always a push from the server that holds the files (the source) to the one
-that receives them (the target). The source needs credentials at the target; jetstreamctl
-never hands over your password for that. It uses your session at the target (or, for the
-local server, the Unix socket, where the kernel vouches for you) to create an API token
-there, and gives the source that token:
-
-- for pushes the destination is reused by later copies (found by host, port and user, and
-  checked with TestDestination; it is replaced once its token stops working);
-- for pulls (the target is this machine) the token is restricted to the target directory,
-  lives at most `PULL_TOKEN_TTL`, and is revoked, with the one-off destination deleted, when
-  the transfer ends.
+The server that runs a transfer (the local one for pushes and pulls) needs credentials at
+the other; jetstreamctl never hands over your password for that. It uses your session at
+the other server to create an API token there, and gives the runner that token in a
+destination that later copies reuse (found by host, port and user, and checked with
+TestDestination; it is replaced once its token stops working).
 
 If you logged in to the target with an API token, that token is given to the source as it is
 (a token cannot create other tokens).
@@ -31,33 +25,23 @@ from jetstream.v1 import auth_pb2, destinations_pb2, server_pb2
 
 LABEL = "jetstreamctl"
 PUSH_TOKEN_TTL = 365 * 86400
-PULL_TOKEN_TTL = 7 * 86400
 
 
 @dataclass
 class Grant:
-    """An API token secret for the target, and its name there if we made it (to revoke)."""
+    """An API token secret for the target."""
 
     secret: str
-    token_name: str = ""
 
 
-def grant_on(target: Connection, purpose: str, *, allowed_paths: tuple[str, ...] = (),
-             ttl: int = PUSH_TOKEN_TTL, api_token: str | None = None) -> Grant:
+def grant_on(target: Connection, purpose: str, *, api_token: str | None = None) -> Grant:
     """A token the source can use at `target` (`api_token`: the one you logged in with)."""
     if api_token:
         return Grant(api_token)
-    token = auth_pb2.ApiToken(description=purpose, ttl=Duration(seconds=ttl),
-                              allowed_paths=list(allowed_paths))
+    token = auth_pb2.ApiToken(description=purpose, ttl=Duration(seconds=PUSH_TOKEN_TTL))
     reply = target.call(target.auth.CreateApiToken, auth_pb2.CreateApiTokenRequest(
         api_token=token))
-    return Grant(reply.secret, reply.api_token.name)
-
-
-def revoke(target: Connection, grant: Grant) -> None:
-    if grant.token_name:
-        target.call(target.auth.RevokeApiToken,
-                    auth_pb2.RevokeApiTokenRequest(name=grant.token_name))
+    return Grant(reply.secret)
 
 
 def target_identity(target: Connection) -> server_pb2.ServerInfo:

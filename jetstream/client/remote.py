@@ -20,6 +20,7 @@ from jetstream.v1 import (
     auth_pb2,
     auth_pb2_grpc,
     common_pb2,
+    manifests_pb2_grpc,
     peer_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
@@ -39,6 +40,7 @@ class RemoteServer:
         """SHA-256 of the certificate the channel trusts; None for plaintext."""
         self.token: str | None = None
         self.peer = peer_pb2_grpc.PeerServiceStub(channel)
+        self.manifests = manifests_pb2_grpc.ManifestServiceStub(channel)
         self._server = server_pb2_grpc.ServerServiceStub(channel)
         self._auth = auth_pb2_grpc.AuthServiceStub(channel)
 

@@ -346,6 +346,11 @@ class Connection:
         """Nothing left to do: the driver may forget this connection."""
         return self.state is _CLOSED
 
+    @property
+    def max_datagram_size(self) -> int:
+        """Largest datagram sent: ours until the handshake, then the smaller of both ends'."""
+        return self._max_datagram
+
     def statistics(self) -> ConnectionStats:
         return snapshot(self._counters, self._rtt, self._recovery, self._cc)
 

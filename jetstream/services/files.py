@@ -23,16 +23,14 @@ from typing import ParamSpec, TypeVar
 from jetstream.errors import (
     AlreadyExists,
     FailedPrecondition,
-    InvalidArgument,
     JetstreamError,
     NotFound,
-    PermissionDenied,
 )
 from jetstream.services.auth import Caller
 from jetstream.services.sandboxes import CallerView, Sandboxes
 from jetstream.storage import userfs
 from jetstream.storage.paths import RelPath, printable
-from jetstream.storage.sandbox import Location, Sandbox, ViewPath
+from jetstream.storage.sandbox import Location, ViewPath
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -110,7 +108,9 @@ class FileService:
         here = view.resolve(raw, write=False)
         entry = await self._entry(caller, here)
         if follow_symlinks and entry is not None and entry.entry.kind == "symlink":
-            entry = await self._follow(caller, view, here, entry)
+            assert here.location is not None  # only a real entry can be a link
+            followed = await self.follow(caller, view, here.location, entry.entry.target)
+            entry = followed[1] if followed is not None else None
         return _item(here.path, entry)
 
     async def make_directory(self, caller: Caller, raw: str, *, parents: bool) -> FileItem:
@@ -157,7 +157,7 @@ class FileService:
         await self._sandboxes.prepare(caller.principal, here.location.root)
         return here.location
 
-    async def _entry(self, caller: Caller, here: ViewPath) -> _Named | None:
+    async def _entry(self, caller: Caller, here: ViewPath) -> NamedEntry | None:
         """The entry at `here`; None for a directory that exists only to hold mounts."""
         if here.location is None:
             return None
@@ -178,29 +178,32 @@ class FileService:
             entry = None  # missing or unreadable: still listed, so the user sees the mount
         return _item(path, entry)
 
-    async def _follow(
-        self, caller: Caller, view: CallerView, here: ViewPath, entry: _Named
-    ) -> _Named | None:
-        assert here.location is not None
-        location: Location = here.location
-        current: _Named | None = entry
+    async def follow(
+        self, caller: Caller, view: CallerView, link: Location, target: str
+    ) -> tuple[Location, NamedEntry] | None:
+        """Where the symbolic link at `link`, pointing to `target`, finally leads, and what
+        is there: links are followed (up to MAX_SYMLINK_HOPS) only while each target stays
+        in the caller's view and credentials. None for a directory that exists only to hold
+        mounts. PermissionDenied if a link leads out, NotFound if one dangles,
+        FailedPrecondition on a loop."""
+        location = link
         for _ in range(MAX_SYMLINK_HOPS):
-            if current is None or current.entry.kind != "symlink":
-                return current
-            target = _link_target(view.sandbox, location, current.entry.target)
-            view.check(target, write=False)
-            there = view.sandbox.resolve(target)
-            if there.location is None:
+            path = view.sandbox.link_target(location, target)
+            view.check(path, write=False)
+            there = view.sandbox.resolve(path)
+            found = await self._entry(caller, there)
+            if found is None or there.location is None:
                 return None
-            location = there.location
-            current = await self._entry(caller, there)
+            if found.entry.kind != "symlink":
+                return there.location, found
+            location, target = there.location, found.entry.target
         raise FailedPrecondition(
-            f"{printable(str(here.path))}: too many levels of symbolic links"
+            f"{printable(str(view.sandbox.view_path(link)))}: too many levels of symbolic links"
         )
 
 
 @dataclass(frozen=True)
-class _Named:
+class NamedEntry:
     """An entry with its owner and group names (looked up on the worker thread)."""
 
     entry: userfs.Entry
@@ -208,22 +211,22 @@ class _Named:
     group: str
 
 
-def _named(entry: userfs.Entry) -> _Named:
-    return _Named(entry, _user_name(entry.uid), _group_name(entry.gid))
+def _named(entry: userfs.Entry) -> NamedEntry:
+    return NamedEntry(entry, _user_name(entry.uid), _group_name(entry.gid))
 
 
-def _named_stat(location: Location) -> _Named:
+def _named_stat(location: Location) -> NamedEntry:
     return _named(userfs.stat(location))
 
 
 def _list_named(
     location: Location, after: str | None, limit: int
-) -> tuple[list[_Named], str | None]:
+) -> tuple[list[NamedEntry], str | None]:
     page = userfs.list_dir(location, after=after, limit=limit)
     return [_named(entry) for entry in page.entries], page.next_after
 
 
-def _make_directory(location: Location, parents: bool) -> _Named:
+def _make_directory(location: Location, parents: bool) -> NamedEntry:
     if parents and len(location.path.parts) > 1:
         userfs.mkdir(Location(location.root, location.path.parent), parents=True)
     try:
@@ -250,13 +253,13 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-def _item(path: RelPath | str, found: _Named | userfs.Entry | None) -> FileItem:
+def _item(path: RelPath | str, found: NamedEntry | userfs.Entry | None) -> FileItem:
     """The API's view of an entry at `path`; None: a stand-in directory for mounts."""
     text = str(path)
     name = text.rsplit("/", 1)[-1] or "/"
     if found is None:
         return FileItem(text, name, "directory", 0, VIRTUAL_DIR_MODE, 0, "root", "root")
-    named = found if isinstance(found, _Named) else None
+    named = found if isinstance(found, NamedEntry) else None
     entry = named.entry if named is not None else found
     assert isinstance(entry, userfs.Entry)
     return FileItem(
@@ -292,50 +295,3 @@ def _refuse_mount_point(here: ViewPath) -> None:
             f"{printable(str(here.path))} is a sandbox root or mount point and cannot be "
             "removed or renamed"
         )
-
-
-def _link_target(sandbox: Sandbox, link: Location, target: str) -> RelPath:
-    """Where the symlink at `link` (pointing to `target`) leads in the user's view,
-    resolved lexically; PermissionDenied if it leads out of the sandbox."""
-    outside = PermissionDenied(
-        f"{printable(str(sandbox.view_path(link)))}: the symbolic link leads outside the sandbox"
-    )
-    if target.startswith("/"):
-        host = _normalise(target.split("/"), ())
-        if host is None:
-            raise outside
-        best = None
-        for root in sandbox.roots:
-            prefix = tuple(p for p in root.path.split("/") if p)
-            if host[: len(prefix)] == prefix and (best is None or len(prefix) > len(best[1])):
-                best = (root, prefix)
-        if best is None:
-            raise outside
-        root, prefix = best
-        parts = host[len(prefix):]
-    else:
-        root = link.root
-        normalised = _normalise(target.split("/"), link.path.parent.parts)
-        if normalised is None:
-            raise outside
-        parts = normalised
-    try:
-        return sandbox.view_path(Location(root, RelPath(parts)))
-    except InvalidArgument:
-        raise outside from None
-
-
-def _normalise(components: list[str], base: tuple[str, ...]) -> tuple[str, ...] | None:
-    """`base` + `components` with `.`, `..` and empty parts resolved; None above the top."""
-    parts = list(base)
-    for part in components:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(part)
-    return tuple(parts)
-

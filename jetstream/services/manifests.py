@@ -24,11 +24,13 @@ from jetstream.errors import (
     InvalidArgument,
     JetstreamError,
     NotFound,
+    PermissionDenied,
 )
 from jetstream.services.auth import Caller
 from jetstream.services.destinations import ID_PATTERN
+from jetstream.services.files import FileService
 from jetstream.services.globs import PathFilter
-from jetstream.services.sandboxes import Sandboxes
+from jetstream.services.sandboxes import CallerView, Sandboxes
 from jetstream.state.database import Database
 from jetstream.storage import userfs
 from jetstream.storage.paths import RelPath, parse_path, printable
@@ -48,6 +50,10 @@ class ManifestState(StrEnum):
 
 class SymlinkPolicy(StrEnum):
     SKIP = "skip"
+    FOLLOW_WITHIN_SANDBOX = "follow_within_sandbox"
+    """A link is entered as what it leads to, if that is in the caller's view."""
+    PRESERVE = "preserve"
+    """A link is an entry of its own, recreated at the destination."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,14 @@ class _Counts:
     bytes: int = 0
     skipped: int = 0
 
+    def add(self, item: userfs.Entry) -> None:
+        if item.kind == "directory":
+            self.dirs += 1
+            return
+        self.files += 1  # a file, or a preserved link
+        if item.kind == "file":
+            self.bytes += item.size
+
 
 class ManifestService:
     def __init__(
@@ -133,6 +147,7 @@ class ManifestService:
         self._db = db
         self._files = files
         self._sandboxes = sandboxes
+        self._links = FileService(files, sandboxes)
         self._clock = clock
         self._builds: dict[str, asyncio.Task[None]] = {}
         self._done: dict[str, asyncio.Event] = {}
@@ -283,54 +298,85 @@ class ManifestService:
     async def _scan(
         self, caller: Caller, spec: ManifestSpec, counts: _Counts
     ) -> AsyncIterator[ManifestEntry]:
-        """Yield entries of every mapping, walking directories top-down as the user."""
+        """Yield entries of every mapping, walking directories top-down as the user.
+
+        A directory is never entered below itself (its identity is among its ancestors'),
+        so links that loop are skipped instead of walked forever."""
         path_filter = PathFilter(spec.include, spec.exclude)
         principal = caller.principal
+        view = self._sandboxes.view_for(caller)
         seq = 0
         for mapping in spec.mappings:
             source = await self._sandboxes.locate_for(
                 caller, mapping.source_path, write=False, what="source_path"
             )
             top = await self._files.run(principal, userfs.stat, source)
+            found = await self._apply_policy(caller, view, spec.symlinks, source, top)
             dest = _destination(mapping, source)
-            if top.kind == "file":
-                counts.files += 1
-                counts.bytes += top.size
-                yield _make_entry(seq, source, dest, top)
-                seq += 1
-                continue
-            if top.kind != "directory":
+            if found is None:
                 counts.skipped += 1
                 continue
-            if dest:
-                counts.dirs += 1
+            source, top = found
+            if top.kind != "directory" or dest:
+                counts.add(top)
                 yield _make_entry(seq, source, dest, top)
                 seq += 1
-            stack: list[tuple[Location, str, str]] = [(source, dest, "")]
+            if top.kind != "directory":
+                continue
+            stack = [(source, dest, "", frozenset({top.identity}))]
             while stack:
-                here, here_dest, relative = stack.pop()
+                here, here_dest, relative, ancestors = stack.pop()
                 after: str | None = None
                 while True:
                     page = await self._files.run(principal, userfs.list_dir, here, after=after)
-                    for item in page.entries:
-                        rel = f"{relative}{item.name}"
-                        child = Location(here.root, here.path / RelPath((item.name,)))
-                        child_dest = f"{here_dest}/{item.name}" if here_dest else item.name
-                        if item.kind == "directory" and not path_filter.excluded(rel):
-                            counts.dirs += 1
-                            yield _make_entry(seq, child, child_dest, item)
-                            seq += 1
-                            stack.append((child, child_dest, rel + "/"))
-                        elif item.kind == "file" and path_filter.wanted_file(rel):
-                            counts.files += 1
-                            counts.bytes += item.size
-                            yield _make_entry(seq, child, child_dest, item)
-                            seq += 1
-                        elif item.kind not in ("directory", "file"):
+                    for listed in page.entries:
+                        rel = f"{relative}{listed.name}"
+                        child_dest = f"{here_dest}/{listed.name}" if here_dest else listed.name
+                        found = await self._apply_policy(
+                            caller, view, spec.symlinks,
+                            Location(here.root, here.path / RelPath((listed.name,))), listed)
+                        if found is None:
                             counts.skipped += 1
+                            continue
+                        child, item = found
+                        if item.kind == "directory":
+                            if path_filter.excluded(rel):
+                                continue
+                            if item.identity in ancestors:
+                                counts.skipped += 1  # a link back up the tree
+                                continue
+                            stack.append((child, child_dest, rel + "/",
+                                          ancestors | {item.identity}))
+                        elif not path_filter.wanted_file(rel):
+                            continue
+                        counts.add(item)
+                        yield _make_entry(seq, child, child_dest, item)
+                        seq += 1
                     if page.next_after is None:
                         break
                     after = page.next_after
+
+    async def _apply_policy(
+        self, caller: Caller, view: CallerView, policy: SymlinkPolicy, location: Location,
+        item: userfs.Entry,
+    ) -> tuple[Location, userfs.Entry] | None:
+        """What to record for `item` at `location`: itself, or for a followed link what it
+        leads to; None to skip it (not a file, directory or link, or a link the policy
+        leaves out or that cannot be followed within the caller's view)."""
+        if item.kind in ("file", "directory") or (
+            item.kind == "symlink" and policy is SymlinkPolicy.PRESERVE
+        ):
+            return location, item
+        if item.kind != "symlink" or policy is not SymlinkPolicy.FOLLOW_WITHIN_SANDBOX:
+            return None
+        try:
+            followed = await self._links.follow(caller, view, location, item.target)
+        except (PermissionDenied, NotFound, FailedPrecondition, InvalidArgument) as exc:
+            log.debug("not following %s: %s", printable(str(location)), exc)
+            return None
+        if followed is None or followed[1].entry.kind not in ("file", "directory"):
+            return None
+        return followed[0], followed[1].entry
 
     def _find(self, manifest_id: str) -> Manifest | None:
         rows = self._db.query("SELECT * FROM manifests WHERE id = ?", (manifest_id,))
@@ -369,6 +415,7 @@ def _make_entry(seq: int, loc: Location, dest: str, item: userfs.Entry) -> Manif
         size=item.size if item.kind == "file" else 0,
         mode=item.mode,
         mtime_ns=item.mtime_ns,
+        symlink_target=item.target if item.kind == "symlink" else "",
     )
 
 

@@ -17,7 +17,7 @@ API_VERSION = 1
 #: Features a client may test for before using them.
 CAPABILITIES: tuple[str, ...] = (
     "health", "reflection", "auth.session_tokens", "auth.local_socket", "transfers.push",
-    "transfers.resume", "bandwidth_limits", "files",
+    "transfers.pull", "transfers.resume", "bandwidth_limits", "files",
 )
 
 

@@ -183,6 +183,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (incoming_id, path)
     ) STRICT, WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE transfers ADD COLUMN manifest_spec TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

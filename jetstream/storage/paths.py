@@ -57,11 +57,23 @@ class RelPath:
         if problem is not None:
             raise InvalidArgument(f"path {printable(str(self))}: {problem}")
 
+    @classmethod
+    def _checked(cls, parts: tuple[str, ...]) -> RelPath:
+        """A RelPath of components validated already (one per file of a large tree: the
+        checks are not repeated for every join or parent)."""
+        path = object.__new__(cls)
+        object.__setattr__(path, "parts", parts)
+        return path
+
     def __str__(self) -> str:
         return "/" + "/".join(self.parts)
 
     def __truediv__(self, other: RelPath) -> RelPath:
-        return RelPath(self.parts + other.parts)
+        parts = self.parts + other.parts
+        if _too_long(parts):
+            raise InvalidArgument(f"path {printable('/' + '/'.join(parts))}: longer than "
+                                  f"{MAX_PATH_BYTES} bytes")
+        return RelPath._checked(parts)
 
     @property
     def name(self) -> str:
@@ -70,7 +82,7 @@ class RelPath:
 
     @property
     def parent(self) -> RelPath:
-        return RelPath(self.parts[:-1])
+        return RelPath._checked(self.parts[:-1])
 
 
 def parse_path(raw: str, *, what: str = "path", empty_is_root: bool = False) -> RelPath:
@@ -90,7 +102,7 @@ def parse_path(raw: str, *, what: str = "path", empty_is_root: bool = False) -> 
     problem = _problem(parts)
     if problem is not None:
         raise InvalidArgument(f"{what} {printable(raw)}: {problem}")
-    return RelPath(parts)
+    return RelPath._checked(parts)
 
 
 def _problem(parts: tuple[str, ...]) -> str | None:
@@ -99,14 +111,21 @@ def _problem(parts: tuple[str, ...]) -> str | None:
         problem = _component_problem(part)
         if problem is not None:
             return problem
-    if sum(len(part.encode()) for part in parts) + len(parts) > MAX_PATH_BYTES:
+    if _too_long(parts):
         return f"longer than {MAX_PATH_BYTES} bytes"
     return None
+
+
+def _too_long(parts: tuple[str, ...]) -> bool:
+    return sum(len(part.encode()) for part in parts) + len(parts) > MAX_PATH_BYTES
 
 
 def _component_problem(part: str) -> str | None:
     if not isinstance(part, str):
         return "path components must be text"
+    if part.isascii() and part.isprintable() and 0 < len(part) <= MAX_NAME_BYTES and \
+            "\\" not in part and "/" not in part and part not in (".", ".."):
+        return None  # the common case, in C: every check below passes for such a name
     if part == "":
         return "empty path component (// or a trailing /)"
     if part in (".", ".."):

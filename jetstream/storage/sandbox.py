@@ -139,6 +139,53 @@ class Sandbox:
         """The inverse of `resolve`: where `location` appears in the user's view."""
         return RelPath(location.root.mount + location.path.parts)
 
+    def link_target(self, link: Location, target: str) -> RelPath:
+        """Where the symbolic link at `link`, pointing to `target`, leads in this view,
+        resolved lexically (an absolute target is a host path, a relative one starts at the
+        link's directory); PermissionDenied if it leads outside every root."""
+        outside = PermissionDenied(
+            f"{printable(str(self.view_path(link)))}: the symbolic link leads outside the "
+            "sandbox"
+        )
+        if target.startswith("/"):
+            host = _lexical(target.split("/"), ())
+            if host is None:
+                raise outside
+            best = None
+            for root in self.roots:
+                prefix = tuple(p for p in root.path.split("/") if p)
+                if host[: len(prefix)] == prefix and (best is None or len(prefix) > len(best[1])):
+                    best = (root, prefix)
+            if best is None:
+                raise outside
+            root, prefix = best
+            parts = host[len(prefix):]
+        else:
+            root = link.root
+            normalised = _lexical(target.split("/"), link.path.parent.parts)
+            if normalised is None:
+                raise outside
+            parts = normalised
+        try:
+            return self.view_path(Location(root, RelPath(parts)))
+        except InvalidArgument:
+            raise outside from None
+
+
+def _lexical(components: list[str], base: tuple[str, ...]) -> tuple[str, ...] | None:
+    """`base` + `components` with `.`, `..` and empty parts resolved; None above the top."""
+    parts = list(base)
+    for part in components:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return tuple(parts)
+
 
 UNCONFINED = Sandbox((SandboxRoot("", "/"),))
 

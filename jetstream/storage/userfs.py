@@ -336,12 +336,50 @@ def _open_dir(root: SandboxRoot, parts: tuple[str, ...], *, create: int | None =
     return fd
 
 
+class DirCache:
+    """Directory fds walked to once for many operations in one call on a worker thread: a
+    batch of small files shares a few directories, and each walk costs a system call per
+    path component. The fds pin what was checked, as a single operation's walk does. Bound
+    to the user the thread acts as when it is made: use and close it within that call."""
+
+    def __init__(self) -> None:
+        _require_user()
+        self._principal = _state.principal
+        self._fds: dict[tuple[SandboxRoot, tuple[str, ...]], int] = {}
+
+    def open(self, root: SandboxRoot, parts: tuple[str, ...], *, create: int | None) -> int:
+        """The fd of directory `root/parts` (`create`: as in `_open_dir`); owned by the
+        cache."""
+        if _state.principal is not self._principal:
+            raise RuntimeError("a DirCache is used only by the user that made it")
+        fd = self._fds.get((root, parts))
+        if fd is None:
+            fd = self._fds[root, parts] = _open_dir(root, parts, create=create)
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> DirCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @contextmanager
-def _parent(loc: Location, *, create: int | None = None) -> Iterator[int]:
-    """The parent directory's fd of a location that names an entry (not the root)."""
+def _parent(loc: Location, *, create: int | None = None,
+            dirs: DirCache | None = None) -> Iterator[int]:
+    """The parent directory's fd of a location that names an entry (not the root);
+    `dirs`: reuse (and keep) the fds of directories walked to before."""
     if not loc.path.parts:
         raise InvalidArgument("this operation needs a name below the sandbox root, not '/'")
-    fd = _open_dir(loc.root, loc.path.parent.parts, create=create)
+    if dirs is not None:
+        yield dirs.open(loc.root, loc.path.parts[:-1], create=create)
+        return
+    fd = _open_dir(loc.root, loc.path.parts[:-1], create=create)
     try:
         yield fd
     finally:
@@ -365,6 +403,8 @@ class Entry:
     gid: int = -1
     target: str = ""
     """What a symlink points to (as stored, not resolved); "" for everything else."""
+    identity: tuple[int, int] = (0, 0)
+    """(device, inode): the same directory reached along two paths has the same identity."""
 
 
 @dataclass(frozen=True)
@@ -392,10 +432,10 @@ def _entry(name: str, info: os.stat_result, dir_fd: int | None = None) -> Entry:
     else:
         kind = "other"
     return Entry(name, kind, info.st_size, S_IMODE(mode), info.st_mtime_ns,
-                 info.st_uid, info.st_gid, target)
+                 info.st_uid, info.st_gid, target, (info.st_dev, info.st_ino))
 
 
-def stat(loc: Location) -> Entry:
+def stat(loc: Location, *, dirs: DirCache | None = None) -> Entry:
     """The entry at `loc`, not following a final symlink (a link's target is in `target`)."""
     _require_user()
     if not loc.path.parts:
@@ -404,7 +444,7 @@ def stat(loc: Location) -> Entry:
             return _entry("", os.fstat(fd))
         finally:
             os.close(fd)
-    with _parent(loc) as parent, _errors_for(loc):
+    with _parent(loc, dirs=dirs) as parent, _errors_for(loc):
         name = loc.path.name
         return _entry(name, os.stat(name, dir_fd=parent, follow_symlinks=False), parent)
 
@@ -496,12 +536,35 @@ def _renameat2(src: int, old: str, dst: int, new: str, *, replace: bool) -> None
         raise OSError(code, os.strerror(code))
 
 
-def open_read(loc: Location) -> io.FileIO:
+def symlink(loc: Location, target: str, *, replace: bool = False, parents: bool = False,
+            mtime_ns: int | None = None, dir_mode: int = DEFAULT_DIR_MODE) -> None:
+    """Create a symbolic link at `loc` holding `target` as given (whether it may point
+    there is the caller's decision). Made under a temporary name and renamed into place, so
+    an existing entry is replaced atomically if `replace` and never otherwise
+    (AlreadyExists). `parents`: create missing directories."""
+    _require_user()
+    if "\0" in target:
+        raise InvalidArgument(f"{printable(str(loc))}: a link target cannot contain NUL")
+    with _parent(loc, create=dir_mode & 0o777 if parents else None) as parent, \
+            _errors_for(loc):
+        temp = _part_name(loc.path.name)
+        os.symlink(target, temp, dir_fd=parent)
+        try:
+            if mtime_ns is not None:
+                os.utime(temp, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+            _renameat2(parent, temp, parent, loc.path.name, replace=replace)
+        except BaseException:
+            os.unlink(temp, dir_fd=parent)
+            raise
+        _fsync_dir(parent)
+
+
+def open_read(loc: Location, *, dirs: DirCache | None = None) -> io.FileIO:
     """The regular file at `loc`, opened for reading as the user (a FIFO or device is
     refused without blocking)."""
     _require_user()
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if loc.root.confined else 0)
-    with _parent(loc) as parent, _errors_for(loc):
+    with _parent(loc, dirs=dirs) as parent, _errors_for(loc):
         fd = os.open(loc.path.name, flags, dir_fd=parent)
     if not S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -517,12 +580,13 @@ def create_part(
     parents: bool = False,
     mode: int = DEFAULT_FILE_MODE,
     dir_mode: int = DEFAULT_DIR_MODE,
+    dirs: DirCache | None = None,
 ) -> PartFile:
     """Start receiving the file `loc`: a hidden temporary file in its directory, mode 0600
     until `commit` gives it `mode` and its name. Fails early if `loc` exists and not
     `overwrite` (commit checks again, atomically). `parents`: create missing directories."""
     _require_user()
-    with _parent(loc, create=dir_mode & 0o777 if parents else None) as parent:
+    with _parent(loc, create=dir_mode & 0o777 if parents else None, dirs=dirs) as parent:
         with _errors_for(loc):
             if not overwrite:
                 try:

@@ -29,10 +29,11 @@ class Target:
     mtime_ns: int
 
 
-def existing_is_current(target: Target, overwrite: Overwrite) -> bool:
+def existing_is_current(target: Target, overwrite: Overwrite, *,
+                        dirs: userfs.DirCache | None = None) -> bool:
     """Whether the final file may stay as it is (the file is then skipped)."""
     try:
-        present = userfs.stat(target.location)
+        present = userfs.stat(target.location, dirs=dirs)
     except NotFound:
         return False
     if overwrite is Overwrite.NEVER:
@@ -43,12 +44,13 @@ def existing_is_current(target: Target, overwrite: Overwrite) -> bool:
             and present.mtime_ns == target.mtime_ns)
 
 
-def open_part(target: Target, overwrite: Overwrite) -> userfs.PartFile | None:
+def open_part(target: Target, overwrite: Overwrite, *,
+              dirs: userfs.DirCache | None = None) -> userfs.PartFile | None:
     """A temporary file for `target`, or None if the policy keeps the existing file."""
-    if existing_is_current(target, overwrite):
+    if existing_is_current(target, overwrite, dirs=dirs):
         return None
     return userfs.create_part(target.location, overwrite=overwrite is not Overwrite.NEVER,
-                              parents=True, mode=target.mode)
+                              parents=True, mode=target.mode, dirs=dirs)
 
 
 def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]]) -> None:
@@ -93,27 +95,28 @@ def store_many(files: list[WholeFile], algorithm: HashAlgorithm,
     file."""
     results: list[str | JetstreamError] = []
     opened: list[tuple[int, userfs.PartFile]] = []
-    for index, item in enumerate(files):
-        hasher = new_hasher(algorithm)
-        hasher.update(item.data)
-        if hasher.digest() != item.expected:
-            results.append("mismatch")
-            continue
-        try:
-            part = open_part(item.target, overwrite)
-            if part is None:
-                results.append("skipped")
+    with userfs.DirCache() as dirs:
+        for index, item in enumerate(files):
+            hasher = new_hasher(algorithm)
+            hasher.update(item.data)
+            if hasher.digest() != item.expected:
+                results.append("mismatch")
                 continue
             try:
-                part.write_at(item.data, 0)
-            except BaseException:
-                part.abort()
-                raise
-        except JetstreamError as exc:
-            results.append(exc)
-            continue
-        results.append("ok")
-        opened.append((index, part))
+                part = open_part(item.target, overwrite, dirs=dirs)
+                if part is None:
+                    results.append("skipped")
+                    continue
+                try:
+                    part.write_at(item.data, 0)
+                except BaseException:
+                    part.abort()
+                    raise
+            except JetstreamError as exc:
+                results.append(exc)
+                continue
+            results.append("ok")
+            opened.append((index, part))
     outcomes = userfs.commit_many([(part, files[i].target.mtime_ns) for i, part in opened])
     for (index, part), error in zip(opened, outcomes, strict=True):
         if error is not None:
@@ -127,3 +130,19 @@ def make_directory(location: Location, mode: int) -> None:
         userfs.mkdir(location, parents=True, mode=(mode & DIR_MODE_MASK) | 0o700)
     except AlreadyExists:
         pass
+
+
+def make_symlink(location: Location, target: str, mtime_ns: int, overwrite: Overwrite) -> bool:
+    """Recreate a link (the caller has checked where `target` leads); False if the policy
+    keeps what is there: anything with NEVER, the same link otherwise unless ALWAYS."""
+    try:
+        present = userfs.stat(location)
+    except NotFound:
+        present = None
+    if present is not None and (overwrite is Overwrite.NEVER or (
+            overwrite is not Overwrite.ALWAYS and present.kind == "symlink"
+            and present.target == target)):
+        return False
+    userfs.symlink(location, target, replace=present is not None, parents=True,
+                   mtime_ns=mtime_ns)
+    return True

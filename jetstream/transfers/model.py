@@ -16,6 +16,7 @@ from jetstream.errors import (
     Unauthenticated,
     Unavailable,
 )
+from jetstream.services.manifests import ManifestSpec
 from jetstream.transfers.hashing import HashAlgorithm
 
 
@@ -135,6 +136,9 @@ class Transfer:
     destination_path: str
     priority: int
     options: TransferOptions
+    manifest_spec: ManifestSpec | None = None
+    """PULL: what to fetch, paths on the remote; `manifest_id` is then the remote's manifest
+    (empty until the first attempt builds it there)."""
     state: TransferState = TransferState.QUEUED
     status_message: str = ""
     error: Failure | None = None

@@ -1,4 +1,4 @@
-"""The receiving server's side of PeerService: sessions a sender opens before sending.
+"""The receiving side of sessions: those a sender opens here (push) and pulls of our own.
 
 The sender authenticates as a user of this server (the destination's API token), so files
 land in that user's sandbox with that user's rights. A session hands out a one-time data
@@ -22,7 +22,7 @@ from jetstream.services.auth import Caller
 from jetstream.services.bandwidth import BandwidthService, share
 from jetstream.services.sandboxes import Sandboxes
 from jetstream.storage.userfs import UserFS
-from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore
+from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore, Source
 from jetstream.transfers.model import Failure, Progress, TransferOptions, TransferState
 from jetstream.transfers.receiver import ReceiveSession
 from jetstream.transport.endpoint import DataEndpoint, DataLink, random_ticket
@@ -60,7 +60,8 @@ class OpenedSession:
 class _Live:
     session: ReceiveSession
     owner: str
-    ticket_id: bytes
+    ticket_id: bytes = b""
+    """The ticket the sender connects with (a push); empty for a pull, which connects out."""
 
 
 class ReceiveService:
@@ -90,6 +91,39 @@ class ReceiveService:
         store.mark_interrupted(now=clock())
 
     async def open(self, caller: Caller, request: OpenRequest) -> OpenedSession:
+        """A push: the sender will connect to our UDP port with the ticket we hand out."""
+        session_id, session, resumed = await self._new_session(caller, request)
+        ticket = random_ticket()
+        self._live[session_id].ticket_id = ticket.ticket_id
+
+        def on_link(link: DataLink) -> None:
+            peer = link.connection.peer_address
+            session.attach(link, f"{peer[0]}:{peer[1]}" if peer else "")
+
+        self._endpoint.expect(ticket, on_link)
+        asyncio.get_running_loop().call_later(TICKET_LIFETIME, self._endpoint.withdraw,
+                                              ticket.ticket_id)
+        return OpenedSession(session_id, ticket.ticket_id, ticket.secret,
+                             self._clock() + TICKET_LIFETIME, self._endpoint.port,
+                             session.incoming.id, resumed, self.incoming_share())
+
+    async def open_pull(self, caller: Caller, request: OpenRequest
+                        ) -> tuple[str, ReceiveSession]:
+        """A pull: this server's own transfer receives; its job opens the flow to the sender
+        and attaches the session to it. Ends with `complete` like any session."""
+        session_id, session, _resumed = await self._new_session(caller, request)
+        return session_id, session
+
+    def incoming_share(self) -> int:
+        """One session's share of the server-wide incoming allowance, bit/s (0: no limit)."""
+        if self._bandwidth is None:
+            return 0
+        _out, incoming_bps = self._bandwidth.allowance(outgoing_active=self._sending(),
+                                                       incoming_active=True)
+        return share(incoming_bps, len(self._live))
+
+    async def _new_session(self, caller: Caller, request: OpenRequest
+                           ) -> tuple[str, ReceiveSession, bool]:
         if caller.token.read_only:
             raise PermissionDenied("a read-only token cannot receive transfers")
         location = await self._sandboxes.locate_for(
@@ -117,25 +151,9 @@ class ReceiveService:
                                  self._store, on_change=self._changed, metrics=self._metrics,
                                  clock=self._clock)
         session_id = uuid.uuid4().hex
-        ticket = random_ticket()
-        self._live[session_id] = _Live(session, caller.username, ticket.ticket_id)
-
-        def on_link(link: DataLink) -> None:
-            peer = link.connection.peer_address
-            session.attach(link, f"{peer[0]}:{peer[1]}" if peer else "")
-
-        self._endpoint.expect(ticket, on_link)
-        asyncio.get_running_loop().call_later(TICKET_LIFETIME, self._endpoint.withdraw,
-                                              ticket.ticket_id)
+        self._live[session_id] = _Live(session, caller.username)
         self._changed(session.incoming)
-        cap = 0
-        if self._bandwidth is not None:
-            _out, incoming_bps = self._bandwidth.allowance(outgoing_active=self._sending(),
-                                                           incoming_active=True)
-            cap = share(incoming_bps, len(self._live))
-        return OpenedSession(session_id, ticket.ticket_id, ticket.secret,
-                             self._clock() + TICKET_LIFETIME, self._endpoint.port,
-                             incoming.id, resumed, cap)
+        return session_id, session, resumed
 
     def received(self, caller: Caller, session_id: str) -> list[FileCheckpoint]:
         """Files partly on disk from earlier sessions (their checkpointed ranges)."""
@@ -158,6 +176,12 @@ class ReceiveService:
     def list(self, caller: Caller, *, owner: str, after: str, limit: int) -> list[Incoming]:
         return self._store.list(owner=caller.owner_scope(owner), after=after, limit=limit)
 
+    def sources(self, caller: Caller, *, owner: str, after: str, limit: int, now: float
+                ) -> list[Source]:
+        """The servers that sent here, as `owner` (scoped like `list`) sees them."""
+        return self._store.sources(owner=caller.owner_scope(owner), after=after, limit=limit,
+                                   now=now)
+
     async def close(self) -> None:
         for session_id in list(self._live):
             await self._end(session_id, TransferState.PAUSED, None)
@@ -175,7 +199,8 @@ class ReceiveService:
     async def _end(self, session_id: str, state: TransferState,
                    error: Failure | None) -> Incoming:
         live = self._live.pop(session_id)
-        self._endpoint.withdraw(live.ticket_id)
+        if live.ticket_id:
+            self._endpoint.withdraw(live.ticket_id)
         if state is TransferState.COMPLETED and live.session.failures:
             state = TransferState.FAILED
             path, first = live.session.failures[0]

@@ -29,7 +29,7 @@ from jetstream.errors import JetstreamError, RemoteProtocolError
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.storage import userfs
 from jetstream.storage.paths import parse_path, printable
-from jetstream.storage.sandbox import Location, SandboxRoot
+from jetstream.storage.sandbox import Location, Sandbox, SandboxRoot
 from jetstream.transfers import filesink, records
 from jetstream.transfers.filesink import Target
 from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore
@@ -92,6 +92,8 @@ class ReceiveSession:
         self._metrics = metrics or TransferMetrics()
         self._principal = principal
         self._root = root
+        self._link_scope = Sandbox((root,))
+        """Links received may point only beneath the root the transfer writes to."""
         self._base = parse_path(incoming.destination_path, what="destination_path",
                                 empty_is_root=True)
         self._fs = files
@@ -108,6 +110,8 @@ class ReceiveSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._checkpointer: asyncio.Task[None] | None = None
         self.finished = asyncio.get_running_loop().create_future()
+        self.settled = asyncio.Event()
+        """Set once every file the sender announced has an outcome (after its end record)."""
         self._bytes_done = 0
         self._counts = {"done": 0, "failed": 0, "skipped": 0}
         """Counters of this session: files retried now may have failed in an earlier one."""
@@ -168,6 +172,12 @@ class ReceiveSession:
         elif kind == "end":
             self._expected_files = record.end.file_count
             self._maybe_finished()
+        elif kind == "source_failed":
+            failed = record.source_failed
+            self._failures.append((failed.path, Failure(
+                failed.error.reason or "SOURCE_UNREADABLE", failed.error.message, failed.path)))
+            self._counts["failed"] += 1
+            self._metrics.files.labels("incoming", "failed").inc()
 
     def _file(self, file_id: int) -> _File:
         entry = self._files.get(file_id)
@@ -232,6 +242,15 @@ class ReceiveSession:
             await self._fs.run(self._principal, filesink.make_directory, location, header.mode)
             entry.busy = False
             self._outcome(entry, ok=True)
+            return
+        if header.kind == common_pb2.FILE_KIND_SYMLINK:
+            entry.busy = True
+            self._link_scope.link_target(location, header.symlink_target)  # refuses escapes
+            made = await self._fs.run(self._principal, filesink.make_symlink, location,
+                                      header.symlink_target, header.modify_time_ns,
+                                      self.incoming.options.overwrite)
+            entry.busy = False
+            self._outcome(entry, ok=True, skipped=not made)
             return
         if header.kind != common_pb2.FILE_KIND_FILE:
             raise RemoteProtocolError(f"unsupported entry kind {header.kind}")
@@ -406,6 +425,7 @@ class ReceiveSession:
     def _maybe_finished(self) -> None:
         if self._expected_files is not None and self._outcomes >= self._expected_files:
             self._publish()
+            self.settled.set()
 
     def _consumed(self, nbytes: int) -> None:
         if nbytes and self._link is not None:
@@ -463,15 +483,20 @@ class ReceiveSession:
             self._store.save_checkpoints(self.incoming.id, saved)
         self._publish()
 
-    def _publish(self) -> None:
+    @property
+    def progress(self) -> Progress:
+        """This session's counters now (bytes written, files settled)."""
         total = self.incoming.progress
+        return Progress(
+            bytes_total=total.bytes_total, bytes_done=self._bytes_done,
+            files_total=total.files_total, files_done=self._counts["done"],
+            files_failed=self._counts["failed"], files_skipped=self._counts["skipped"])
+
+    def _publish(self) -> None:
         if self._received_data:
             self._received_data = False
             self.incoming = replace(self.incoming, last_receive_at=self._clock())
-        self.incoming = replace(self.incoming, progress=Progress(
-            bytes_total=total.bytes_total, bytes_done=self._bytes_done,
-            files_total=total.files_total, files_done=self._counts["done"],
-            files_failed=self._counts["failed"], files_skipped=self._counts["skipped"]))
+        self.incoming = replace(self.incoming, progress=self.progress)
         self._on_change(self.incoming)
 
     def resume_ranges(self) -> dict[str, tuple[tuple[int, int], ...]]:

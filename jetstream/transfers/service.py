@@ -22,6 +22,7 @@ from jetstream.errors import (
     InvalidArgument,
     JetstreamError,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from jetstream.observability.transfer_metrics import TransferMetrics
@@ -29,7 +30,13 @@ from jetstream.services.auth import Caller
 from jetstream.services.bandwidth import BandwidthService, share
 from jetstream.services.destinations import ID_PATTERN, DestinationService
 from jetstream.services.events import EventLog, Severity
-from jetstream.services.manifests import ManifestService, ManifestState
+from jetstream.services.manifests import (
+    Manifest,
+    ManifestService,
+    ManifestSpec,
+    ManifestState,
+)
+from jetstream.services.sandboxes import Sandboxes
 from jetstream.storage.paths import parse_path
 from jetstream.transfers.model import (
     Direction,
@@ -84,6 +91,7 @@ class _Running:
     task: asyncio.Task[None]
     job: Job
     destination_id: str
+    direction: Direction
 
 
 class TransferService:
@@ -94,6 +102,7 @@ class TransferService:
         manifests: ManifestService,
         events: EventLog,
         *,
+        sandboxes: Sandboxes,
         metrics: TransferMetrics | None = None,
         bandwidth: BandwidthService | None = None,
         receiving: Callable[[], bool] = lambda: False,
@@ -105,6 +114,7 @@ class TransferService:
         self._metrics = metrics or TransferMetrics()
         self._destinations = destinations
         self._manifests = manifests
+        self._sandboxes = sandboxes
         self._events = events
         self._clock = clock
         self._job_factory: JobFactory | None = None
@@ -147,39 +157,74 @@ class TransferService:
         options: TransferOptions,
         labels: dict[str, str],
         requested_id: str,
+        spec: ManifestSpec | None = None,
     ) -> Transfer:
+        """PUSH: `manifest` names a manifest to send, or `spec` says what to build one from.
+        PULL: `spec` names paths on the destination, fetched into `destination_path` here
+        with the caller's rights; its job builds the manifest there."""
         transfer_id = requested_id or uuid.uuid4().hex[:12]
         if not ID_PATTERN.fullmatch(transfer_id):
             raise InvalidArgument("transfer_id must match [a-z0-9][a-z0-9-]{0,62}")
-        if direction is Direction.PULL:
-            raise FailedPrecondition("pull transfers are not built yet; push from the other side")
         if self._store.get(transfer_id) is not None:
             raise InvalidArgument(f"transfers/{transfer_id} exists already")
         chosen = self._destinations.get(caller, destination)
-        found = self._manifests.get(caller, manifest)
-        if found.state is ManifestState.ERROR:
-            raise FailedPrecondition(f"manifests/{manifest} failed to build: {found.error}")
         path = str(parse_path(destination_path, what="destination_path", empty_is_root=True))
         _check_options(options, priority)
+        if direction is Direction.PULL:
+            self._check_pull(caller, manifest, spec, path)
+            manifest_id, waiting = "", ""
+        else:
+            found = self._local_manifest(caller, manifest, spec, transfer_id)
+            manifest_id, spec = found.id, None
+            waiting = (f"waiting for manifests/{found.id}"
+                       if found.state is ManifestState.PENDING else "")
         now = self._clock()
         transfer = Transfer(
             id=transfer_id,
             owner=caller.username,
             direction=direction,
             destination_id=chosen.id,
-            manifest_id=found.id,
+            manifest_id=manifest_id,
             destination_path=path,
             priority=DEFAULT_PRIORITY if priority is None else priority,
             options=options,
+            manifest_spec=spec,
             labels=labels,
             created_at=now,
             updated_at=now,
+            status_message=waiting,
         )
         self._store.insert(transfer)
+        way = "from" if direction is Direction.PULL else "to"
         self._event(transfer, "transfer.created",
-                    f"transfer {transfer_id} to destinations/{chosen.id} queued")
+                    f"transfer {transfer_id} {way} destinations/{chosen.id} queued")
         self._wake.set()
         return transfer
+
+    def _check_pull(self, caller: Caller, manifest: str, spec: ManifestSpec | None,
+                    path: str) -> None:
+        if manifest or spec is None:
+            raise InvalidArgument("a PULL takes manifest_spec (paths on the destination), "
+                                  "not manifest")
+        if caller.token.read_only:
+            raise PermissionDenied("a read-only token cannot pull: a pull writes files here")
+        self._sandboxes.view_for(caller).check(parse_path(path, what="destination_path",
+                                                          empty_is_root=True), write=True)
+
+    def _local_manifest(self, caller: Caller, manifest: str, spec: ManifestSpec | None,
+                        transfer_id: str) -> Manifest:
+        """The manifest a push sends: the one named, or one built from `spec` now, in the
+        background (the scheduler starts the transfer once it is COMPLETE and fails it with
+        the manifest's error). Called last in `create`, so a refused request leaves no
+        manifest behind."""
+        if bool(manifest) == (spec is not None):
+            raise InvalidArgument("give either manifest or manifest_spec")
+        if spec is not None:
+            return self._manifests.create(caller, spec, {"transfer": transfer_id}, "")
+        found = self._manifests.get(caller, manifest)
+        if found.state is ManifestState.ERROR:
+            raise FailedPrecondition(f"manifests/{manifest} failed to build: {found.error}")
+        return found
 
     def get(self, caller: Caller, transfer_id: str) -> Transfer:
         transfer = self._store.get(transfer_id)
@@ -284,6 +329,10 @@ class TransferService:
                     continue
                 if self._not_before.get(transfer.id, 0.0) > now:
                     continue
+                if transfer.direction is Direction.PULL:  # its job builds the remote manifest
+                    busy.add(transfer.destination_id)
+                    self._launch(transfer)
+                    continue
                 manifest = self._manifests.peek(transfer.manifest_id)
                 if manifest is None or manifest.state is ManifestState.ERROR:
                     self._finish(transfer, TransferState.FAILED, Failure(
@@ -301,13 +350,15 @@ class TransferService:
                 pass
 
     def _rebalance(self) -> None:
-        """Split the server-wide outgoing allowance between the running jobs."""
-        if self._bandwidth is None or not self._running:
+        """Split the server-wide outgoing allowance between the running pushes (a pull's
+        share of the incoming allowance is set when its session opens)."""
+        pushes = [r for r in self._running.values() if r.direction is Direction.PUSH]
+        if self._bandwidth is None or not pushes:
             return
         outgoing, _incoming = self._bandwidth.allowance(outgoing_active=True,
                                                         incoming_active=self._receiving())
-        cap = share(outgoing, len(self._running))
-        for running in self._running.values():
+        cap = share(outgoing, len(pushes))
+        for running in pushes:
             running.job.set_server_cap(cap)
 
     def _launch(self, transfer: Transfer) -> None:
@@ -329,7 +380,8 @@ class TransferService:
 
         job = self._job_factory(started, report, record)
         task = asyncio.create_task(self._run(started.id, job), name=f"transfer-{started.id}")
-        self._running[started.id] = _Running(task, job, started.destination_id)
+        self._running[started.id] = _Running(task, job, started.destination_id,
+                                             started.direction)
         self._rebalance()
 
     async def _run(self, transfer_id: str, job: Job) -> None:

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from jetstream.services.manifests import ManifestSpec
 from jetstream.state.database import Database
 from jetstream.transfers.model import (
     Direction,
@@ -45,12 +46,18 @@ class TransferStore:
     def insert(self, t: Transfer) -> None:
         self._db.execute(
             "INSERT INTO transfers (id, owner, direction, destination_id, manifest_id,"
-            " destination_path, priority, options, state, labels, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " destination_path, priority, options, state, labels, created_at, updated_at,"
+            " manifest_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (t.id, t.owner, t.direction.value, t.destination_id, t.manifest_id,
              t.destination_path, t.priority, t.options.to_json(), t.state.value,
-             json.dumps(t.labels), t.created_at, t.updated_at),
+             json.dumps(t.labels), t.created_at, t.updated_at,
+             t.manifest_spec.to_json() if t.manifest_spec else ""),
         )
+
+    def set_manifest(self, transfer_id: str, manifest_id: str) -> None:
+        """A pull's manifest, once built on the remote server."""
+        self._db.execute("UPDATE transfers SET manifest_id = ? WHERE id = ?",
+                         (manifest_id, transfer_id))
 
     def get(self, transfer_id: str) -> Transfer | None:
         rows = self._db.query("SELECT * FROM transfers WHERE id = ?", (transfer_id,))
@@ -161,6 +168,8 @@ def _transfer(row: sqlite3.Row) -> Transfer:
         destination_path=row["destination_path"],
         priority=row["priority"],
         options=TransferOptions.from_json(row["options"]),
+        manifest_spec=(ManifestSpec.from_json(row["manifest_spec"]) if row["manifest_spec"]
+                       else None),
         state=TransferState(row["state"]),
         status_message=row["status_message"],
         error=error,

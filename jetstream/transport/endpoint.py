@@ -17,13 +17,14 @@ do), and goes back to waiting for readability once a poll finds the socket empty
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
 import socket
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from jetstream.datachannel import wire
 from jetstream.datachannel.config import DataChannelConfig
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 EventHandler = Callable[[Event], None]
 RECEIVE_BATCH = 512
+LOOPBACK_DATAGRAM_SIZE = 32_000
+"""Two of them fill one GSO send (64 KiB)."""
 POLL_INTERVAL = 0.001
 """Seconds between reads while datagrams keep arriving: adds at most this much to the RTT,
 far below the queueing delay rate control tolerates (docs/protocol.md section 9)."""
@@ -230,8 +233,8 @@ class DataEndpoint:
     def connect(self, addr: Address, ticket: SessionTicket,
                 config: DataChannelConfig | None = None) -> DataLink:
         """Start a connection to `addr` with a ticket from the peer's control API."""
-        connection = Connection(config or self.config, role=Role.CLIENT, ticket=ticket,
-                                rng=self._rng)
+        connection = Connection(for_path(config or self.config, addr), role=Role.CLIENT,
+                                ticket=ticket, rng=self._rng)
         link = DataLink(self, connection)
         self._by_cid[connection.local_cid] = link
         connection.connect(addr, self.loop.time())
@@ -323,8 +326,8 @@ class DataEndpoint:
                 return link
         if len(pending.links) >= 4:  # unauthenticated attempts per ticket: bounded state
             return None
-        connection = Connection(pending.config, role=Role.SERVER, ticket=pending.ticket,
-                                rng=self._rng)
+        connection = Connection(for_path(pending.config, addr), role=Role.SERVER,
+                                ticket=pending.ticket, rng=self._rng)
         link = DataLink(self, connection)
         pending.links.append(link)
         self._unproven[link] = ticket_id
@@ -359,6 +362,25 @@ class DataEndpoint:
         if self._backlog:
             self.loop.remove_writer(self.socket.sock.fileno())
         self.socket.close()
+
+
+def for_path(config: DataChannelConfig, addr: Address) -> DataChannelConfig:
+    """Large datagrams on a loopback path: its MTU is lo's 64 KiB and nothing on the way can
+    drop a large one, and per-packet work, not bytes, bounds a local copy (TCP's loopback
+    segments are 64 KiB for the same reason). Elsewhere the configured size (1500-byte MTU)
+    holds. Both ends advertise their size in the handshake and the smaller one is used."""
+    if config.max_datagram_size < LOOPBACK_DATAGRAM_SIZE and _is_loopback(addr[0]):
+        return replace(config, max_datagram_size=LOOPBACK_DATAGRAM_SIZE)
+    return config
+
+
+def _is_loopback(host: object) -> bool:
+    try:
+        ip = ipaddress.ip_address(str(host).partition("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _ignore(event: Event) -> None:

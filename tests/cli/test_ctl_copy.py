@@ -59,7 +59,7 @@ def test_push_a_tree_then_pull_it_back(tmp_path, ctl: Ctl, servers, alice_dir) -
     # ... and the destination made by the first copy was reused.
     assert len(ctl.json("-s", "local", "destinations", "ls")["destinations"]) == 1
 
-    # Pull: the remote server pushes to the local one with a token made for this copy.
+    # Pull: the local server fetches from the remote one (a native PULL transfer).
     back = tmp_path / "back"
     pulled = ctl.json("cp", f"{remote}:{alice_dir}/tree", f"{remote}:{alice_dir}/one.txt",
                       str(back))

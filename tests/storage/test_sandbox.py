@@ -231,3 +231,24 @@ def test_view_refusals_for_mount_only_directories_and_read_only_resources():
         view.locate("/nope", write=False)
     with pytest.raises(PermissionDenied, match="not in your sandbox"):
         view.locate("/nope", write=True)
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("b.txt", "/in/b.txt"),
+    ("../x/./y", "/x/y"),
+    ("/data/alice/shared/z", "/shared/z"),   # absolute: the longest root that holds it
+    ("/data/alice/in", "/in"),
+    ("../../etc/passwd", None),              # climbs above the root
+    ("/etc/passwd", None),                   # absolute, outside every root
+    ("/data/alicex", None),                  # a prefix of a name is not a parent
+    ("bad\x01name", None),                   # not a path a root could hold
+])
+def test_link_targets_resolve_lexically_within_the_roots(target, expected):
+    sandbox = Sandbox((SandboxRoot("", "/data/alice"),
+                       SandboxRoot("shared", "/data/alice/shared")))
+    link = sandbox.locate(parse_path("/in/link"))
+    if expected is None:
+        with pytest.raises(PermissionDenied, match="/in/link: the symbolic link leads outside"):
+            sandbox.link_target(link, target)
+    else:
+        assert str(sandbox.link_target(link, target)) == expected

@@ -11,7 +11,13 @@ import pytest
 
 from jetstream.datachannel.config import DataChannelConfig
 from jetstream.datachannel.events import StreamDataReceived, StreamEnded
-from jetstream.transport.endpoint import DataEndpoint, DataLink, random_ticket
+from jetstream.transport.endpoint import (
+    LOOPBACK_DATAGRAM_SIZE,
+    DataEndpoint,
+    DataLink,
+    for_path,
+    random_ticket,
+)
 
 
 def udp() -> socket.socket:
@@ -75,6 +81,19 @@ def test_streams_arrive_intact_over_loopback():
         assert hashlib.sha256(data).digest() == hashlib.sha256(payload).digest()
     stats = link.statistics()
     assert stats.bytes_sent >= 3 * len(payload)
+    # a loopback path: both ends chose large datagrams, so few packets carried the data
+    assert link.connection.max_datagram_size == LOOPBACK_DATAGRAM_SIZE
+    assert stats.packets_sent < 3 * len(payload) / 16_000
+
+
+@pytest.mark.parametrize(("host", "large"), [
+    ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("10.1.2.3", False), ("fe80::1%eth0", False), ("2001:db8::1", False), ("name", False),
+])
+def test_only_loopback_paths_get_large_datagrams(host, large):
+    config = DataChannelConfig()
+    chosen = for_path(config, (host, 8886)).max_datagram_size
+    assert chosen == (LOOPBACK_DATAGRAM_SIZE if large else config.max_datagram_size)
 
 
 def test_garbage_and_unknown_tickets_get_no_reply():

@@ -1,4 +1,5 @@
-"""jetstream.v1.PeerService: what a sending server asks of this (receiving) server."""
+"""jetstream.v1.PeerService: what another server asks of this one, to push here (receive
+sessions) or to pull from here (send sessions)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from grpc import aio
 
 from jetstream.api import convert
 from jetstream.api.interceptors import current_caller
+from jetstream.errors import InvalidArgument
+from jetstream.transfers import peerwire
 from jetstream.transfers.model import Failure
 from jetstream.transfers.peer import OpenRequest, ReceiveService
-from jetstream.v1 import common_pb2, peer_pb2, peer_pb2_grpc
+from jetstream.transfers.sendsessions import SendRequest, SendService
+from jetstream.v1 import peer_pb2, peer_pb2_grpc
 
 Context = aio.ServicerContext
 P = peer_pb2
@@ -18,8 +22,9 @@ MAX_FAILED_FILES = 1000
 
 
 class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
-    def __init__(self, receive: ReceiveService) -> None:
+    def __init__(self, receive: ReceiveService, send: SendService) -> None:
         self._receive = receive
+        self._send = send
 
     async def OpenReceiveSession(self, request: P.OpenReceiveSessionRequest, context: Context
                                  ) -> P.OpenReceiveSessionResponse:
@@ -46,20 +51,13 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     async def QueryReceivedState(self, request: P.QueryReceivedStateRequest, context: Context
                                  ) -> AsyncIterator[P.QueryReceivedStateResponse]:
         for held in self._receive.received(current_caller(), request.session_id):
-            yield P.QueryReceivedStateResponse(file=P.ReceivedFileState(
-                path=held.path, exists=True, complete=False, size_bytes=held.size,
-                modify_time=convert.timestamp_ns(held.mtime_ns),
-                received_ranges=[common_pb2.ByteRange(offset=a, length=b - a)
-                                 for a, b in held.ranges]))
+            yield P.QueryReceivedStateResponse(file=peerwire.to_wire(held))
 
     async def CompleteReceiveSession(self, request: P.CompleteReceiveSessionRequest,
                                      context: Context) -> P.CompleteReceiveSessionResponse:
-        error = None
-        if request.HasField("error"):
-            error = Failure(request.error.reason, request.error.message, request.error.path)
         incoming, failures = await self._receive.complete(
             current_caller(), request.session_id, convert.session_outcome(request.outcome),
-            error)
+            _error(request))
         progress = incoming.progress
         return P.CompleteReceiveSessionResponse(
             state=convert.transfer_state(incoming.state),
@@ -70,3 +68,43 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                           for path, failure in failures[:MAX_FAILED_FILES]],
             failed_files_truncated=len(failures) > MAX_FAILED_FILES,
         )
+
+    async def OpenSendSession(self, request: P.OpenSendSessionRequest, context: Context
+                              ) -> P.OpenSendSessionResponse:
+        if not request.receiver_transfer or not request.receiver_server_uid:
+            raise InvalidArgument("receiver_transfer and receiver_server_uid are required")
+        opened = await self._send.open(current_caller(), SendRequest(
+            receiver_uid=request.receiver_server_uid,
+            receiver_name=request.receiver_display_name,
+            receiver_transfer=request.receiver_transfer,
+            manifest_id=convert.resource_id(request.manifest, convert.MANIFEST_PREFIX),
+            hash_algorithm=convert.hash_algorithm(request.hash_algorithm),
+            held=peerwire.held(request.received_files),
+            rate=convert.rate_limits(request.rate_limit),
+            max_rate_bps=request.params.max_rate_bps,
+        ))
+        manifest = opened.manifest
+        return P.OpenSendSessionResponse(
+            session_id=opened.session_id,
+            ticket=opened.ticket_id + opened.ticket_secret,
+            ticket_expire_time=convert.timestamp(opened.expires_at),
+            sender_udp_port=opened.udp_port,
+            params=P.DataChannelParams(max_rate_bps=opened.max_rate_bps),
+            manifest_summary=P.ManifestSummary(file_count=manifest.file_count,
+                                               dir_count=manifest.dir_count,
+                                               total_bytes=manifest.total_bytes),
+        )
+
+    async def CompleteSendSession(self, request: P.CompleteSendSessionRequest,
+                                  context: Context) -> P.CompleteSendSessionResponse:
+        await self._send.complete(current_caller(), request.session_id,
+                                  convert.session_outcome(request.outcome), _error(request),
+                                  request.files_verified, len(request.failed_files))
+        return P.CompleteSendSessionResponse()
+
+
+def _error(request: P.CompleteReceiveSessionRequest | P.CompleteSendSessionRequest
+           ) -> Failure | None:
+    if not request.HasField("error"):
+        return None
+    return Failure(request.error.reason, request.error.message, request.error.path)

@@ -35,12 +35,13 @@ class TransferServicer(transfers_pb2_grpc.TransferServiceServicer):
         self, request: T.CreateTransferRequest, context: Context
     ) -> T.CreateTransferResponse:
         wanted = request.transfer
-        if not wanted.manifest:
-            raise InvalidArgument("manifest is required (inline manifest_spec is not built yet)")
         created = self._transfers.create(
             current_caller(),
             destination=convert.resource_id(wanted.destination, convert.DESTINATION_PREFIX),
-            manifest=convert.resource_id(wanted.manifest, convert.MANIFEST_PREFIX),
+            manifest=(convert.resource_id(wanted.manifest, convert.MANIFEST_PREFIX)
+                      if wanted.manifest else ""),
+            spec=(convert.manifest_spec_from_proto(wanted.manifest_spec)
+                  if wanted.HasField("manifest_spec") else None),
             destination_path=wanted.destination_path,
             direction=convert.direction(wanted.direction) or convert.Direction.PUSH,
             priority=wanted.priority if wanted.HasField("priority") else None,
@@ -164,9 +165,20 @@ class TransferServicer(transfers_pb2_grpc.TransferServiceServicer):
         return T.ListIncomingTransfersResponse(
             incoming_transfers=[convert.incoming(i, now=now) for i in page
                                 if (not states or i.state in states)
-                                and (not request.source or request.source == "sources/"
-                                     + i.source_uid)],
+                                and (not request.source
+                                     or request.source == convert.SOURCE_PREFIX + i.source_uid)],
             next_page_token=token)
+
+    async def ListSources(self, request: T.ListSourcesRequest, context: Context
+                          ) -> T.ListSourcesResponse:
+        query = {"owner": request.owner}
+        limit = paging.page_size(request.page_size)
+        found = self._incoming.sources(current_caller(), owner=request.owner,
+                                       after=paging.decode_token(request.page_token, query),
+                                       limit=limit + 1, now=time.time())
+        page, token = paging.cut(found, limit, lambda s: s.cursor, query)
+        return T.ListSourcesResponse(sources=[convert.source(s) for s in page],
+                                     next_page_token=token)
 
 
 def _id(name: str) -> str:
