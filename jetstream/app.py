@@ -21,6 +21,7 @@ from jetstream import __version__
 from jetstream.api.localsocket import LocalSocket
 from jetstream.api.server import ApiServer, ApiServices, build_api_server
 from jetstream.auth.sessions import SessionStore
+from jetstream.client.pool import ChannelPool
 from jetstream.config import ServerConfig, is_loopback
 from jetstream.datachannel.config import DataChannelConfig
 from jetstream.observability.logsetup import configure_logging
@@ -72,6 +73,7 @@ class Server:
     receive_endpoint: DataEndpoint
     udp_sockets: list[socket.socket] = field(default_factory=list)
     local: LocalSocket | None = None
+    pool: ChannelPool | None = None
 
     @property
     def api_port(self) -> int:
@@ -84,6 +86,8 @@ class Server:
         await self.transfers.stop()
         await self.receive.close()
         await self.send.close()
+        if self.pool is not None:
+            await self.pool.close()
         self.receive_endpoint.close()
         await self.manifests.close()
         self.files.close()
@@ -131,8 +135,10 @@ async def start_server(
         sandboxes = Sandboxes(SandboxRules(config.sandbox_dir), db=db, events=events)
         manifests = ManifestService(db, files, sandboxes)
         manifests.recover()
+        pool = ChannelPool()
         destinations = DestinationService(
-            db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers
+            db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers,
+            connector=pool.connect,
         )
         datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
                                         keep_alive_interval=config.data_idle_timeout / 3)
@@ -190,7 +196,7 @@ async def start_server(
         db.close()
         raise
     server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
-                    send, receive_endpoint, udp_sockets, services.local)
+                    send, receive_endpoint, udp_sockets, services.local, pool)
     metrics_port = None
     if metrics is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)

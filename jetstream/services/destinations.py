@@ -132,6 +132,12 @@ class DestinationService:
         self._insert(destination)
         return destination
 
+    def open(self, destination: Destination) -> AbstractAsyncContextManager[RemoteServer]:
+        """The destination's control API, pinned, carrying its stored token."""
+        return self._connect(destination.endpoint, plaintext=destination.plaintext,
+                             pinned=destination.pinned_fingerprint or None,
+                             token=destination.token_secret)
+
     async def _enroll(self, destination: Destination, credentials: Credentials) -> Destination:
         """First contact: pin the remote's identity and end up holding an API token."""
         pinned = destination.pinned_fingerprint or None
@@ -216,10 +222,7 @@ class DestinationService:
         principal: object | None = None
         fingerprint, rtt, verified, error = b"", 0.0, False, ""
         try:
-            async with self._connect(
-                destination.endpoint, plaintext=destination.plaintext,
-                pinned=destination.pinned_fingerprint or None, token=destination.token_secret,
-            ) as remote:
+            async with self.open(destination) as remote:
                 fingerprint = remote.fingerprint or b""
                 info_message, rtt = await remote.server_info()
                 info = info_message

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from jetstream.auth.principal import lookup_principal
 from jetstream.auth.sessions import TokenKind, TokenRecord
-from jetstream.client.remote import RemoteServer, connect
+from jetstream.client.remote import RemoteServer
 from jetstream.errors import FailedPrecondition, JetstreamError, NotFound, Unavailable
 from jetstream.services.auth import Caller
 from jetstream.services.destinations import Destination
@@ -87,9 +87,7 @@ class PullJob:
         if destination is None:
             raise FailedPrecondition(f"destinations/{transfer.destination_id} was deleted")
         caller = await _owner(transfer.owner)
-        async with connect(destination.endpoint, plaintext=destination.plaintext,
-                           pinned=destination.pinned_fingerprint or None,
-                           token=destination.token_secret) as remote:
+        async with self._ctx.destinations.open(destination) as remote:
             info = await check_identity(remote, destination)
             if CAPABILITY not in info.capabilities:
                 raise FailedPrecondition(f"{destination.endpoint.target} cannot send pulls")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from google.protobuf.duration_pb2 import Duration
 
 from jetstream.auth.principal import lookup_principal
-from jetstream.client.remote import RemoteServer, connect
+from jetstream.client.remote import RemoteServer
 from jetstream.datachannel.config import DataChannelConfig
 from jetstream.errors import FailedPrecondition, JetstreamError, PermissionDenied
 from jetstream.observability.transfer_metrics import TransferMetrics
@@ -137,9 +137,7 @@ class PushJob:
         sandbox = self._ctx.sandboxes.for_principal(principal)
         self._progress = Progress(bytes_total=manifest.total_bytes,
                                   files_total=manifest.file_count + manifest.dir_count)
-        async with connect(destination.endpoint, plaintext=destination.plaintext,
-                           pinned=destination.pinned_fingerprint or None,
-                           token=destination.token_secret) as remote:
+        async with self._ctx.destinations.open(destination) as remote:
             # One round trip for both: the TLS pin already proved whom we talk to, and a
             # session opened on a server that is not the pinned one is left to expire.
             _info, opened = await asyncio.gather(

@@ -49,6 +49,8 @@ only happens when no sample came near the minimum for 10 s: a queue that never d
 PROBE_RTT_DURATION = 0.2
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
+STARTUP_QUEUE_EXIT = 0.5
+"""STARTUP ends once a whole round saw this much queueing delay, relative to min_rtt."""
 MIN_CWND_PACKETS = 4
 QUEUE_FRACTION = 0.125
 QUEUE_MIN = 0.005
@@ -250,10 +252,15 @@ class ModelController(CongestionController):
                 self._full_bw_rounds = 0
             else:
                 self._full_bw_rounds += 1
-            # A LOW_PRIORITY flow also stops at its first standing queue: it must not push
-            # its way into a busy path the way a FAIR flow's startup does.
+            # A round whose every RTT sample carried half a path's worth of queue means the
+            # pipe is full already: waiting for the delivery rate to stall as well (more
+            # rounds at twice the path's rate) would only overflow the bottleneck's buffer.
+            # A LOW_PRIORITY flow stops at its first standing queue: it must not push its
+            # way into a busy path the way a FAIR flow's startup does.
             low_priority = self.limits.policy is RatePolicy.LOW_PRIORITY
-            if self._full_bw_rounds >= FULL_BW_ROUNDS or (low_priority and standing_queue):
+            overfull = queue_delay > STARTUP_QUEUE_EXIT * self.min_rtt
+            if (self._full_bw_rounds >= FULL_BW_ROUNDS or overfull
+                    or (low_priority and standing_queue)):
                 self._filled_pipe = True
                 self.mode = "drain"
         elif self.mode == "probe_bw":
