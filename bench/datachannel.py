@@ -84,10 +84,10 @@ class Place:
                     raise OSError(ctypes.get_errno(), f"setns {self.netns}")
 
 
-def make_config(policy: str, datagram: int, rate: float) -> DataChannelConfig:
+def make_config(policy: str, datagram: int, rate_bps: int) -> DataChannelConfig:
     if policy == "fixed":
-        return DataChannelConfig(rate_policy=RatePolicy.FIXED, target_rate=rate, max_rate=rate,
-                                 max_datagram_size=datagram)
+        return DataChannelConfig(rate_policy=RatePolicy.FIXED, target_rate=rate_bps,
+                                 max_rate=rate_bps, max_datagram_size=datagram)
     return DataChannelConfig(max_datagram_size=datagram)
 
 
@@ -279,14 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     size = parse_size(args.size)
     if args.profile is None:
         rate = args.rate or FIXED_RATE
-        config = make_config(args.policy, args.datagram, rate / 8)
+        config = make_config(args.policy, args.datagram, int(rate))
         tx, rx = run(size, config, Place(None, "127.0.0.1"), Place(None, "127.0.0.1"),
                      args.trace)
         where = "loopback"
     else:
         profile = parse_profile(args.profile)
         rate = args.rate or 0.95 * (profile.rate_bps or FIXED_RATE)
-        config = make_config(args.policy, args.datagram, rate / 8)
+        config = make_config(args.policy, args.datagram, int(rate))
         with LinkNet(profile, "jsdc-") as net:
             tx, rx = run(size, config, Place(net.ns_a, net.addr_a), Place(net.ns_b, net.addr_b),
                          args.trace)

@@ -81,7 +81,7 @@ class ChannelPool:
         for k in keys:
             del self._entries[k]
         if keys:
-            asyncio.get_running_loop().create_task(entry.channel.close(grace=1.0))
+            asyncio.get_running_loop().create_task(entry.channel.close(1.0))
 
     def _schedule_sweep(self) -> None:
         if self._sweep is None:
@@ -102,4 +102,4 @@ class ChannelPool:
             self._sweep = None
         entries = {id(entry): entry for entry in self._entries.values()}
         self._entries = {}
-        await asyncio.gather(*(entry.channel.close() for entry in entries.values()))
+        await asyncio.gather(*(entry.channel.close(None) for entry in entries.values()))
