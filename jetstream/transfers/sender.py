@@ -220,7 +220,8 @@ class PushJob:
             log.warning("transfer %s: no resume state: %s", self._transfer.id, exc)
         return peerwire.held(states)
 
-    async def _end_session(self, remote: RemoteServer, session_id: str, outcome: int,
+    async def _end_session(self, remote: RemoteServer, session_id: str,
+                           outcome: peer_pb2.SessionOutcome.ValueType,
                            message: str = "") -> None:
         request = peer_pb2.CompleteReceiveSessionRequest(session_id=session_id, outcome=outcome)
         if message:
