@@ -117,6 +117,8 @@ def _problem(parts: tuple[str, ...]) -> str | None:
 
 
 def _too_long(parts: tuple[str, ...]) -> bool:
+    if 4 * sum(map(len, parts)) + len(parts) <= MAX_PATH_BYTES:
+        return False  # the common case: short enough even at 4 UTF-8 bytes per character
     return sum(len(part.encode()) for part in parts) + len(parts) > MAX_PATH_BYTES
 
 

@@ -435,7 +435,7 @@ def _entry(name: str, info: os.stat_result, dir_fd: int | None = None) -> Entry:
                  info.st_uid, info.st_gid, target, (info.st_dev, info.st_ino))
 
 
-def stat(loc: Location, *, dirs: DirCache | None = None) -> Entry:
+def stat(loc: Location) -> Entry:
     """The entry at `loc`, not following a final symlink (a link's target is in `target`)."""
     _require_user()
     if not loc.path.parts:
@@ -444,9 +444,24 @@ def stat(loc: Location, *, dirs: DirCache | None = None) -> Entry:
             return _entry("", os.fstat(fd))
         finally:
             os.close(fd)
+    found = lookup(loc)
+    if found is None:
+        raise translate(OSError(errno.ENOENT, os.strerror(errno.ENOENT)), loc)
+    return found
+
+
+def lookup(loc: Location, *, dirs: DirCache | None = None) -> Entry | None:
+    """`stat` of a name below the root, or None if nothing has that name: cheaper than
+    NotFound for each new file of a batch. NotFound still if a directory on the way is
+    missing."""
+    _require_user()
     with _parent(loc, dirs=dirs) as parent, _errors_for(loc):
         name = loc.path.name
-        return _entry(name, os.stat(name, dir_fd=parent, follow_symlinks=False), parent)
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return _entry(name, info, parent)
 
 
 def list_dir(loc: Location, *, after: str | None = None, limit: int = 1000) -> DirPage:

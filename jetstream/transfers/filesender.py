@@ -24,7 +24,7 @@ from jetstream.errors import JetstreamError, PermissionDenied, Unavailable
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.manifests import ManifestEntry, ManifestService
 from jetstream.storage import userfs
-from jetstream.storage.paths import RelPath
+from jetstream.storage.paths import parse_path
 from jetstream.storage.sandbox import Location, Sandbox
 from jetstream.transfers import peerwire, records
 from jetstream.transfers.hashing import HashAlgorithm, new_hasher
@@ -345,9 +345,8 @@ def _unreadable(exc: JetstreamError, path: str) -> Failure:
 
 
 def _location(sandbox: Sandbox, entry: ManifestEntry) -> Location:
-    root = sandbox.root(entry.source_root or None)
-    parts = tuple(p for p in entry.source_path.split("/") if p)
-    return Location(root, RelPath(parts))
+    return Location(sandbox.root(entry.source_root or None),
+                    parse_path(entry.source_path, what="source path"))
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jetstream.datachannel.rangeset import RangeSet
 from jetstream.errors import AlreadyExists, JetstreamError, NotFound
 from jetstream.storage import userfs
 from jetstream.storage.sandbox import Location
@@ -17,6 +18,7 @@ from jetstream.transfers.hashing import HashAlgorithm, file_digest, new_hasher
 from jetstream.transfers.model import Overwrite
 
 DIR_MODE_MASK = 0o777
+READ_BACK_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,10 @@ def existing_is_current(target: Target, overwrite: Overwrite, *,
                         dirs: userfs.DirCache | None = None) -> bool:
     """Whether the final file may stay as it is (the file is then skipped)."""
     try:
-        present = userfs.stat(target.location, dirs=dirs)
-    except NotFound:
+        present = userfs.lookup(target.location, dirs=dirs)
+    except NotFound:  # a directory on the way is missing
+        return False
+    if present is None:
         return False
     if overwrite is Overwrite.NEVER:
         return True
@@ -53,26 +57,82 @@ def open_part(target: Target, overwrite: Overwrite, *,
                               parents=True, mode=target.mode, dirs=dirs)
 
 
-def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]]) -> None:
-    """Write received pieces, one system call per run of adjacent ones."""
+class RunningDigest:
+    """A large file's digest, computed as it is written instead of read back whole at the end.
+
+    Bytes written at the hashed prefix's end are hashed at once; bytes written beyond a gap (a
+    loss not yet repaired, or data from an earlier session) are read back, from the page cache,
+    once the gap fills. Only the thread writing the file touches it (writes are serialised).
+    """
+
+    def __init__(self, algorithm: HashAlgorithm, on_disk: RangeSet) -> None:
+        self._hasher = new_hasher(algorithm)
+        self._position = 0
+        self._ahead = RangeSet(on_disk)
+        self._stale = False
+        """Hashed bytes were written again: only a full read is trustworthy."""
+
+    def wrote(self, part: userfs.PartFile, offset: int, data: bytes) -> None:
+        end = offset + len(data)
+        if offset > self._position:
+            self._ahead.add(offset, end)
+            return
+        if offset < self._position:
+            self._stale = True
+            if end <= self._position:
+                return
+            data = data[self._position - offset:]
+        self._hasher.update(data)
+        self._position = end
+        self._catch_up(part)
+
+    def _catch_up(self, part: userfs.PartFile) -> None:
+        stop = next((b for a, b in self._ahead if a <= self._position < b), self._position)
+        self._read_back(part, stop)
+        self._ahead = RangeSet((a, b) for a, b in self._ahead if b > stop)
+
+    def digest(self, part: userfs.PartFile, algorithm: HashAlgorithm) -> bytes:
+        """The digest of the whole file as it is on disk now."""
+        if self._stale:
+            return file_digest(part.fd, algorithm)
+        self._read_back(part, part.size())
+        return self._hasher.digest()
+
+    def _read_back(self, part: userfs.PartFile, stop: int) -> None:
+        while self._position < stop:
+            chunk = part.read_at(self._position, min(READ_BACK_CHUNK, stop - self._position))
+            if not chunk:
+                return
+            self._hasher.update(chunk)
+            self._position += len(chunk)
+
+
+def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],
+                 digest: RunningDigest) -> None:
+    """Write received pieces, one system call per run of adjacent ones, and hash them."""
     pieces.sort(key=lambda piece: piece[0])
     start, run, end = 0, [], -1
     for offset, data in pieces:
         if offset != end and run:
-            part.write_at(b"".join(run), start)
+            _write_run(part, digest, b"".join(run), start)
             run = []
         if not run:
             start = offset
         run.append(data)
         end = offset + len(data)
     if run:
-        part.write_at(b"".join(run), start)
+        _write_run(part, digest, b"".join(run), start)
 
 
-def finish(part: userfs.PartFile, target: Target, algorithm: HashAlgorithm,
-           expected: bytes) -> bool:
+def _write_run(part: userfs.PartFile, digest: RunningDigest, data: bytes, offset: int) -> None:
+    part.write_at(data, offset)
+    digest.wrote(part, offset, data)
+
+
+def finish(part: userfs.PartFile, target: Target, digest: RunningDigest,
+           algorithm: HashAlgorithm, expected: bytes) -> bool:
     """Verify the whole temporary file and rename it into place; False on a mismatch."""
-    if file_digest(part.fd, algorithm) != expected:
+    if digest.digest(part, algorithm) != expected:
         part.abort()
         return False
     part.commit(mtime_ns=target.mtime_ns)

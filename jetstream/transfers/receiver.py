@@ -11,6 +11,7 @@ the sender only once bytes are written, which bounds the memory a session can ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -28,7 +29,7 @@ from jetstream.datachannel.rangeset import RangeSet
 from jetstream.errors import JetstreamError, RemoteProtocolError
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.storage import userfs
-from jetstream.storage.paths import parse_path, printable
+from jetstream.storage.paths import RelPath, parse_path, printable
 from jetstream.storage.sandbox import Location, Sandbox, SandboxRoot
 from jetstream.transfers import filesink, records
 from jetstream.transfers.filesink import Target
@@ -40,8 +41,10 @@ from jetstream.v1 import common_pb2, stream_records_pb2
 log = logging.getLogger(__name__)
 
 SMALL_FILE = 256 << 10
-SMALL_BATCH = 64
-"""Small files stored per visit to a worker thread (and per flush of the file system)."""
+SMALL_BATCH = 128
+CHECKPOINT_BYTES = 64 << 20
+"""Small files stored per visit to a worker thread and per flush of the file system (a
+syncfs writes back everything dirty on it: the fewer, the better)."""
 FLUSH_BYTES = 1 << 20
 
 
@@ -51,6 +54,7 @@ class _File:
     header: stream_records_pb2.FileHeader | None = None
     target: Target | None = None
     part: userfs.PartFile | None = None
+    digest: filesink.RunningDigest | None = None
     pieces: list[tuple[int, memoryview]] = field(default_factory=list)
     pending_bytes: int = 0
     written: RangeSet = field(default_factory=RangeSet)
@@ -109,6 +113,9 @@ class ReceiveSession:
         self._resume = {c.path: c for c in store.checkpoints(incoming.id)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpoint_due = asyncio.Event()
+        self._unsynced = 0
+        """Large-file bytes written since the last checkpoint."""
         self.finished = asyncio.get_running_loop().create_future()
         self.settled = asyncio.Event()
         """Set once every file the sender announced has an outcome (after its end record)."""
@@ -124,6 +131,8 @@ class ReceiveSession:
         self._small: list[tuple[_File, filesink.WholeFile]] = []
         """Small files that arrived whole, waiting for the writer."""
         self._small_writer: asyncio.Task[None] | None = None
+        self._replies: list[bytes] = []
+        """Framed outcomes not sent yet."""
 
     @property
     def failures(self) -> list[tuple[str, Failure]]:
@@ -164,7 +173,10 @@ class ReceiveSession:
         if kind == "header":
             entry = self._file(record.header.file_id)
             entry.header = record.header
-            self._spawn(self._open(entry), entry)
+            if entry.small and record.header.kind == common_pb2.FILE_KIND_FILE:
+                self._open_small(entry)
+            else:
+                self._spawn(self._open(entry), entry)
         elif kind == "trailer":
             entry = self._file(record.trailer.file_id)
             entry.trailer = record.trailer
@@ -212,7 +224,8 @@ class ReceiveSession:
         complete = entry.trailer is not None and (entry.ended or self._covered(entry))
         if entry.part is None and entry.small:
             if complete:
-                self._step(entry, self._store_small(entry))
+                entry.busy = True  # until its outcome
+                self._store_small(entry)
             return
         if entry.part is not None and (entry.pending_bytes >= FLUSH_BYTES
                                        or (complete and entry.pieces)):
@@ -232,11 +245,31 @@ class ReceiveSession:
         data channel, since part of it came from an earlier session)."""
         return entry.held.covers(0, entry.target.size if entry.target is not None else 0)
 
+    def _place(self, header: stream_records_pb2.FileHeader) -> tuple[RelPath, Location]:
+        """The header's path (validated) and where it goes."""
+        path = parse_path(header.path, what="file path")
+        return path, Location(self._root, self._base / path)
+
+    @staticmethod
+    def _target(header: stream_records_pb2.FileHeader, location: Location) -> Target:
+        return Target(location, header.size_bytes, header.mode & 0o777, header.modify_time_ns)
+
+    def _open_small(self, entry: _File) -> None:
+        """A small file needs nothing from the file system before it is whole (then it is
+        stored with others in one visit to a worker): no task of its own."""
+        assert entry.header is not None
+        try:
+            entry.target = self._target(entry.header, self._place(entry.header)[1])
+        except JetstreamError as exc:
+            self._failed(entry, exc)
+            return
+        self._advance(entry)
+
     async def _open(self, entry: _File) -> None:
+        """Directories, links and large files (small files: `_open_small`)."""
         header = entry.header
         assert header is not None
-        path = parse_path(header.path, what="file path")
-        location = Location(self._root, self._base / path)
+        path, location = self._place(header)
         if header.kind == common_pb2.FILE_KIND_DIRECTORY:
             entry.busy = True
             await self._fs.run(self._principal, filesink.make_directory, location, header.mode)
@@ -254,11 +287,7 @@ class ReceiveSession:
             return
         if header.kind != common_pb2.FILE_KIND_FILE:
             raise RemoteProtocolError(f"unsupported entry kind {header.kind}")
-        entry.target = Target(location, header.size_bytes, header.mode & 0o777,
-                              header.modify_time_ns)
-        if entry.small:
-            self._advance(entry)
-            return
+        entry.target = self._target(header, location)
         entry.busy = True
         overwrite = self.incoming.options.overwrite
         resume = self._resume.pop(str(path).lstrip("/"), None)
@@ -291,6 +320,8 @@ class ReceiveSession:
                                part.detach if self._released else part.abort)
             return
         entry.part = part
+        entry.digest = filesink.RunningDigest(self.incoming.options.hash_algorithm,
+                                              entry.written)
         self._advance(entry)
 
     async def _discard(self, location: Location, checkpoint: FileCheckpoint) -> None:
@@ -312,7 +343,7 @@ class ReceiveSession:
             return None
         return part
 
-    async def _store_small(self, entry: _File) -> None:
+    def _store_small(self, entry: _File) -> None:
         if self._released is not None:
             return
         assert entry.target is not None and entry.trailer is not None
@@ -341,20 +372,22 @@ class ReceiveSession:
                     self.incoming.options.hash_algorithm, self.incoming.options.overwrite)
             except JetstreamError as exc:
                 results = [exc] * len(batch)
+            self._consumed(sum(len(item.data) for _entry, item in batch))
+            stored = 0
             for (entry, item), result in zip(batch, results, strict=True):
-                size = len(item.data)
-                self._consumed(size)
                 path = entry.header.path if entry.header else ""
                 if isinstance(result, JetstreamError):
                     self._outcome(entry, ok=False, error=Failure(
-                        failure_reason(result), str(result), path))
+                        failure_reason(result), str(result), path), defer=True)
                 elif result == "mismatch":
                     self._outcome(entry, ok=False, retry=True, error=Failure(
-                        "HASH_MISMATCH", f"{printable(path)}: digest mismatch"))
+                        "HASH_MISMATCH", f"{printable(path)}: digest mismatch"), defer=True)
                 else:
-                    self._bytes_done += size
-                    self._metrics.bytes.labels("incoming").inc(size)
-                    self._outcome(entry, ok=True, skipped=result == "skipped")
+                    stored += len(item.data)
+                    self._bytes_done += len(item.data)  # before the outcome: the last publishes
+                    self._outcome(entry, ok=True, skipped=result == "skipped", defer=True)
+            self._metrics.bytes.labels("incoming").inc(stored)
+            self._send_replies()
 
     async def _flush(self, entry: _File) -> None:
         if self._released is not None:
@@ -362,10 +395,15 @@ class ReceiveSession:
         assert entry.part is not None
         pieces, entry.pieces = entry.pieces, []
         size, entry.pending_bytes = entry.pending_bytes, 0
-        await self._fs.run(self._principal, filesink.write_pieces, entry.part, pieces)
+        assert entry.digest is not None
+        await self._fs.run(self._principal, filesink.write_pieces, entry.part, pieces,
+                           entry.digest)
         for offset, data in pieces:
             entry.written.add(offset, offset + len(data))
         self._bytes_done += size
+        self._unsynced += size
+        if self._unsynced >= CHECKPOINT_BYTES:
+            self._checkpoint_due.set()
         self._metrics.bytes.labels("incoming").inc(size)
         self._consumed(size)
         entry.busy = False
@@ -384,8 +422,10 @@ class ReceiveSession:
             self._outcome(entry, ok=False, retry=True, error=Failure(
                 "SOURCE_CHANGED", f"{printable(header.path)} changed while it was sent"))
             return
+        assert entry.digest is not None
         ok = await self._fs.run(self._principal, filesink.finish, entry.part, entry.target,
-                                self.incoming.options.hash_algorithm, entry.trailer.digest)
+                                entry.digest, self.incoming.options.hash_algorithm,
+                                entry.trailer.digest)
         self._store.forget_checkpoints(self.incoming.id, [header.path])
         if ok:
             self._outcome(entry, ok=True)
@@ -399,7 +439,9 @@ class ReceiveSession:
         entry.pieces, entry.pending_bytes = [], 0
 
     def _outcome(self, entry: _File, *, ok: bool, skipped: bool = False, retry: bool = False,
-                 error: Failure | None = None) -> None:
+                 error: Failure | None = None, defer: bool = False) -> None:
+        """Settle a file and tell the sender; `defer`: the caller sends the reply with those
+        of other files (`_send_replies`)."""
         entry.done, entry.busy, entry.part = True, False, None
         outcome = stream_records_pb2.FileOutcome(file_id=entry.file_id, ok=ok, skipped=skipped,
                                                  retry=retry)
@@ -415,12 +457,18 @@ class ReceiveSession:
             self._metrics.files.labels("incoming", "ok" if key == "done" else key).inc()
         if error is not None and error.reason == "HASH_MISMATCH":
             self._metrics.hash_failures.inc()
-        if self._link is not None:
-            self._link.send(records.RECEIVER_STREAM, records.frame(
-                stream_records_pb2.ReceiverRecord(outcome=outcome)))
+        self._replies.append(records.frame(stream_records_pb2.ReceiverRecord(outcome=outcome)))
+        if not defer:
+            self._send_replies()
         self._outcomes += 1
         self._files.pop(entry.file_id, None)
         self._maybe_finished()
+
+    def _send_replies(self) -> None:
+        """One write to the receiver stream for the outcomes of a batch of small files."""
+        if self._replies and self._link is not None:
+            self._link.send(records.RECEIVER_STREAM, b"".join(self._replies))
+        self._replies.clear()
 
     def _maybe_finished(self) -> None:
         if self._expected_files is not None and self._outcomes >= self._expected_files:
@@ -450,16 +498,26 @@ class ReceiveSession:
                     await self._fs.run(self._principal, entry.part.abort)
                 except JetstreamError:
                     pass
-            self._drop(entry)
-            path = entry.header.path if entry.header else ""
-            self._outcome(entry, ok=False, error=Failure(failure_reason(exc), str(exc), path))
+            self._failed(entry, exc)
+
+    def _failed(self, entry: _File, exc: JetstreamError) -> None:
+        self._drop(entry)
+        path = entry.header.path if entry.header else ""
+        self._outcome(entry, ok=False, error=Failure(failure_reason(exc), str(exc), path))
 
     # --- checkpoints and the end -------------------------------------------------------------
 
     async def _checkpoints(self) -> None:
+        """Every interval, and sooner once `CHECKPOINT_BYTES` arrived since the last one: what
+        a crash can cost is then bounded in bytes too, however fast the link."""
         interval = self.incoming.options.checkpoint_interval
+        if interval <= 0:
+            return  # checkpoints only at file ends (and when the session ends)
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._checkpoint_due.wait(), interval)
+            self._checkpoint_due.clear()
+            self._unsynced = 0
             await self.checkpoint()
 
     async def checkpoint(self) -> None:

@@ -168,6 +168,19 @@ async def write(fs: UserFS, who: Principal, loc: Location, data: bytes, **option
         await fs.run(who, part.close)
 
 
+def batched(loc: Location) -> None:
+    """What a batch of small files does, with its directories walked once (DirCache)."""
+    with userfs.DirCache() as dirs:
+        userfs.lookup(loc, dirs=dirs)
+        part = userfs.create_part(loc, overwrite=True, parents=True, dirs=dirs)
+        try:
+            part.write_at(b"x", 0)
+            userfs.commit_many([(part, None)])
+        finally:
+            part.close()
+        userfs.open_read(loc, dirs=dirs).close()
+
+
 Operation = Callable[[Location], Awaitable[object]]
 
 
@@ -175,9 +188,11 @@ def operations(fs: UserFS, who: Principal, tree: Tree) -> dict[str, Operation]:
     decoy = tree.at("/decoy")
     return {
         "write": lambda loc: write(fs, who, loc, b"x", overwrite=True, parents=True),
+        "batched": lambda loc: fs.run(who, batched, loc),
         "mkdir": lambda loc: fs.run(who, userfs.mkdir, loc, parents=True),
         "open_read": lambda loc: fs.run(who, userfs.open_read, loc),
         "stat": lambda loc: fs.run(who, userfs.stat, loc),
+        "lookup": lambda loc: fs.run(who, userfs.lookup, loc),
         "list_dir": lambda loc: fs.run(who, userfs.list_dir, loc),
         "remove": lambda loc: fs.run(who, userfs.remove, loc, recursive=True),
         "rename away": lambda loc: fs.run(who, userfs.rename, loc, tree.at(f"/moved-{MARK}")),
@@ -457,6 +472,34 @@ def test_credentials_are_per_thread_and_restored(bob):
     assert seen["main meanwhile"]["Groups"] == before["Groups"]
     for key in ("Uid", "Gid", "Groups", "CapEff", "CapPrm"):
         assert seen["after"][key] == before[key], key
+
+
+def test_a_dir_cache_walks_once_and_serves_only_its_user(fs, bob, alice, tree):
+    def as_bob() -> userfs.DirCache:
+        dirs = userfs.DirCache()
+        with pytest.raises(NotFound):  # a missing directory: not cached, made just below
+            userfs.lookup(tree.at("new/a"), dirs=dirs)
+        for name in ("a", "b"):
+            part = userfs.create_part(tree.at(f"new/{name}"), parents=True, dirs=dirs)
+            part.write_at(name.encode(), 0)
+            assert userfs.commit_many([(part, None)]) == [None]
+        assert userfs.lookup(tree.at("new/a"), dirs=dirs) is not None
+        assert userfs.lookup(tree.at("new/missing"), dirs=dirs) is None
+        return dirs
+
+    async def scenario() -> None:
+        with pytest.raises(NotFound):
+            await fs.run(bob, userfs.lookup, tree.at("absent/a"))
+        dirs = await fs.run(bob, as_bob)
+        try:
+            with pytest.raises(RuntimeError, match="only by the user that made it"):
+                await fs.run(alice, userfs.lookup, tree.at("new/a"), dirs=dirs)
+        finally:
+            await fs.run(bob, dirs.close)
+
+    run(scenario())
+    assert (tree.sandbox / "new/a").read_bytes() == b"a"
+    assert (tree.sandbox / "new").stat().st_uid == bob.uid
 
 
 def test_no_switch_on_the_main_or_an_event_loop_thread_and_no_ops_as_root(bob, tree):

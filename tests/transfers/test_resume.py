@@ -27,7 +27,7 @@ from tests.transfers.helpers import (
 
 T = transfers_pb2
 SIZE = 1 << 30  # the issue: a 1 GiB file, killed at about 50 %
-CHECKPOINT = T.Transfer().checkpoint_interval.__class__(nanos=200_000_000)
+CHECKPOINT = T.Transfer().checkpoint_interval.__class__(nanos=100_000_000)
 
 
 def server(tmp_path: Path, name: str) -> ServerProcess:
