@@ -113,6 +113,8 @@ class ReceiveSession:
         self._resume = {c.path: c for c in store.checkpoints(incoming.id)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._checkpointer: asyncio.Task[None] | None = None
+        self._settled_ids = RangeSet()
+        """Files with an outcome (ids are sequential, so this stays a few ranges)."""
         self._checkpoint_due = asyncio.Event()
         self._unsynced = 0
         """Large-file bytes written since the last checkpoint."""
@@ -159,8 +161,9 @@ class ReceiveSession:
                                   event.data)
             elif isinstance(event, StreamEnded) and event.stream_id >= records.FIRST_FILE_STREAM:
                 entry = self._file(event.stream_id - records.FIRST_FILE_STREAM)
-                entry.ended = True
-                self._advance(entry)
+                if entry is not None:
+                    entry.ended = True
+                    self._advance(entry)
             elif isinstance(event, ConnectionTerminated):
                 self._spawn(self._stop(f"data channel closed: {event.reason or event.error_code}"))
         except RemoteProtocolError as exc:
@@ -172,6 +175,8 @@ class ReceiveSession:
         kind = record.WhichOneof("record")
         if kind == "header":
             entry = self._file(record.header.file_id)
+            if entry is None:
+                raise RemoteProtocolError(f"file {record.header.file_id} was sent twice")
             entry.header = record.header
             if entry.small and record.header.kind == common_pb2.FILE_KIND_FILE:
                 self._open_small(entry)
@@ -179,6 +184,8 @@ class ReceiveSession:
                 self._spawn(self._open(entry), entry)
         elif kind == "trailer":
             entry = self._file(record.trailer.file_id)
+            if entry is None:
+                raise RemoteProtocolError(f"file {record.trailer.file_id} ended twice")
             entry.trailer = record.trailer
             self._advance(entry)
         elif kind == "end":
@@ -191,9 +198,13 @@ class ReceiveSession:
             self._counts["failed"] += 1
             self._metrics.files.labels("incoming", "failed").inc()
 
-    def _file(self, file_id: int) -> _File:
+    def _file(self, file_id: int) -> _File | None:
+        """The entry of a file in flight; None for one already settled, whose late events
+        (its FIN after an outcome sent on the data alone) must not open it again."""
         entry = self._files.get(file_id)
         if entry is None:
+            if file_id in self._settled_ids:
+                return None
             if len(self._files) > 1_000_000:
                 raise RemoteProtocolError("too many files in flight")
             entry = self._files[file_id] = _File(file_id)
@@ -201,7 +212,7 @@ class ReceiveSession:
 
     def _on_data(self, file_id: int, offset: int, data: memoryview) -> None:
         entry = self._file(file_id)
-        if entry.done or entry.skipped:
+        if entry is None or entry.done or entry.skipped:
             self._consumed(len(data))
             return
         entry.pieces.append((offset, data))  # the core's buffers are immutable: no copy
@@ -462,6 +473,7 @@ class ReceiveSession:
             self._send_replies()
         self._outcomes += 1
         self._files.pop(entry.file_id, None)
+        self._settled_ids.add_one(entry.file_id)
         self._maybe_finished()
 
     def _send_replies(self) -> None:
