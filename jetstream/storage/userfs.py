@@ -830,7 +830,8 @@ def commit_many(parts: list[tuple[PartFile, int | None]]) -> list[JetstreamError
             results[index] = exc
             continue
         info = os.fstat(part._dir_fd)
-        directories.setdefault((info.st_dev, info.st_ino), os.dup(part._dir_fd))
+        if (info.st_dev, info.st_ino) not in directories:
+            directories[info.st_dev, info.st_ino] = os.dup(part._dir_fd)
         part._release()
     for dir_fd in directories.values():
         try:

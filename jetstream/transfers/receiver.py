@@ -383,6 +383,8 @@ class ReceiveSession:
                     self.incoming.options.hash_algorithm, self.incoming.options.overwrite)
             except JetstreamError as exc:
                 results = [exc] * len(batch)
+            except OSError as exc:  # not a file's fault (e.g. out of descriptors): fail, not stall
+                results = [JetstreamError(f"storing files: {exc.strerror or exc}")] * len(batch)
             self._consumed(sum(len(item.data) for _entry, item in batch))
             stored = 0
             for (entry, item), result in zip(batch, results, strict=True):

@@ -129,3 +129,37 @@ def test_push_a_1_gib_file_and_10000_small_files(tmp_path, dirs):
 
     asyncio.run(main())
     assert tree_digest(dst / "tree") == tree_digest(src / "tree")
+
+
+def test_a_push_of_many_small_files_leaves_no_descriptors_open(dirs):
+    """Both servers run in this process: whatever fds the transfer opened must be closed
+    once it is over (a leak per file ends a million-file transfer with EMFILE)."""
+    src, dst = dirs
+    for d in range(4):
+        (src / f"d{d}").mkdir()
+        for i in range(500):
+            (src / f"d{d}" / f"f{i}").write_bytes(b"x" * (i % 300))
+    chown_tree(src, ALICE)
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def main() -> tuple[int, int]:
+        async with AsyncExitStack() as stack:
+            a = await start(stack, src.parent / f"{src.name}-state-a")
+            b = await start(stack, src.parent / f"{src.name}-state-b")
+            api = await login(stack, a, ALICE)
+            destination = await destination_to(api, b, ALICE)
+            warm = await push(api, destination, await manifest_of(api, src / "d0"), str(dst))
+            warmed = await wait_terminal(api, warm.name)
+            assert warmed.state == common_pb2.TRANSFER_STATE_COMPLETED
+            before = open_fds()
+            transfer = await push(api, destination, await manifest_of(api, src), str(dst))
+            done = await wait_terminal(api, transfer.name)
+            assert done.state == common_pb2.TRANSFER_STATE_COMPLETED, done.error
+            await asyncio.sleep(0.5)
+            return before, open_fds()
+
+    before, after = asyncio.run(main())
+    assert tree_digest(dst / src.name) == tree_digest(src)
+    assert after - before < 50, f"{after - before} descriptors left open after 2,000 files"
