@@ -44,9 +44,11 @@ class Ctx:
     tcp_cc: str = ""
     python: str = field(default_factory=lambda: sys.executable)
 
-    def timeout(self, nbytes: int) -> float:
-        """Time a transfer of nbytes gets before it is stopped and reported as partial."""
-        t = self.timeout_factor * self.profile.ideal_seconds(nbytes) + 30.0
+    def timeout(self, nbytes: int, files: int = 1) -> float:
+        """Time a transfer of nbytes in `files` files gets before it is stopped and reported
+        as partial: the link's ideal time, plus a millisecond per file (a million files are
+        not a gigabyte's worth of work)."""
+        t = self.timeout_factor * self.profile.ideal_seconds(nbytes) + 30.0 + files / 1000
         return min(self.max_timeout, max(self.min_timeout, t))
 
     def dst(self, tool: str, owner: tuple[int, int] | None = None) -> Path:
@@ -147,7 +149,7 @@ def measure_copy(
 ) -> Result:
     """Run a sending command in namespace A, the receiving daemons already up in B."""
     log = ctx.logs / f"{tool}-{workload}-{ctx.run}.log"
-    timeout = ctx.timeout(ds.total_bytes)
+    timeout = ctx.timeout(ds.total_bytes, ds.file_count)
     r = Result(ctx.profile.key, workload, tool, "ok", label=label, run=ctx.run)
     before = ctx.net.counters()
     mon = TreeMonitor(receivers).start()

@@ -110,7 +110,7 @@ class JetstreamPair:
                 r.status, r.error = "unavailable", f"{d.name} died: {d.log_tail(400)}"
                 return r
         dst = ctx.dst("jetstream", owner=(ctx.user.uid, ctx.user.gid))
-        timeout = ctx.timeout(ds.total_bytes)
+        timeout = ctx.timeout(ds.total_bytes, ds.file_count)
         out = ctx.logs / f"jetstream-{workload}-{ctx.run}.json"
         out.unlink(missing_ok=True)
         argv = [
