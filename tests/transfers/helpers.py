@@ -10,6 +10,7 @@ import tempfile
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from grpc import aio
 
@@ -77,6 +78,24 @@ async def destination_to(api: Api, target: Server | int, user: str, name: str = 
                                                           password=PASSWORDS[user])),
         destination_id=name), metadata=api.auth)
     return reply.destination.name
+
+
+class Linked(NamedTuple):
+    a: Server
+    b: Server
+    api: Api
+    """A session of `user` at A."""
+    destination: str
+    """B, as A's destination, logged in as `user`."""
+
+
+async def linked_pair(stack: AsyncExitStack, state: Path, user: str,
+                      *b_extra: tuple[str, object]) -> Linked:
+    """Server A and server B (`b_extra`: B's settings) in this process, A sending to B."""
+    a = await start(stack, state / "a")
+    b = await start(stack, state / "b", *b_extra)
+    api = await login(stack, a, user)
+    return Linked(a, b, api, await destination_to(api, b, user))
 
 
 async def manifest_of(api: Api, source: Path, dest: str = "") -> str:

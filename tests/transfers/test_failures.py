@@ -7,32 +7,18 @@ import os
 import subprocess
 from contextlib import AsyncExitStack
 
-import pytest
-
 from jetstream.v1 import common_pb2, transfers_pb2
-from tests.system.users import ALICE, require_root
+from tests.system.users import ALICE
 from tests.transfers.helpers import (
     chown_tree,
-    destination_to,
-    login,
+    linked_pair,
     manifest_of,
-    owned_dir,
     push,
-    remove,
-    start,
     wait_terminal,
 )
 
 T = transfers_pb2
 S = common_pb2
-
-
-@pytest.fixture
-def dirs():
-    require_root(users=True)
-    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
-    yield src, dst
-    remove(src, dst)
 
 
 def test_full_disk_fails_cleanly_then_completes_after_space_is_freed(tmp_path, dirs):
@@ -49,10 +35,7 @@ def test_full_disk_fails_cleanly_then_completes_after_space_is_freed(tmp_path, d
     try:
         async def main() -> None:
             async with AsyncExitStack() as stack:
-                a = await start(stack, tmp_path / "a")
-                b = await start(stack, tmp_path / "b")
-                api = await login(stack, a, ALICE)
-                destination = await destination_to(api, b, ALICE)
+                a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
                 manifest = await manifest_of(api, src)
                 transfer = await push(api, destination, manifest, str(mount))
                 failed = await wait_terminal(api, transfer.name)
@@ -89,10 +72,7 @@ def test_unwritable_directory_fails_that_file_only(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             transfer = await push(api, destination, await manifest_of(api, src), str(dst))
             done = await wait_terminal(api, transfer.name)
             assert done.state == S.TRANSFER_STATE_FAILED
@@ -117,10 +97,7 @@ def test_pause_resume_and_cancel_a_running_transfer(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             manifest = await manifest_of(api, src / "big.bin")
             slow = T.Transfer().rate_limit.__class__(max_bps=200_000_000)
             transfer = await push(api, destination, manifest, str(dst), rate_limit=slow)
@@ -166,10 +143,7 @@ def test_source_changed_between_attempts_delivers_the_new_source(tmp_path, dirs)
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             manifest = await manifest_of(api, big)
             slow = T.Transfer().rate_limit.__class__(max_bps=100_000_000)
             transfer = await push(api, destination, manifest, str(dst), rate_limit=slow,

@@ -12,15 +12,11 @@ import pytest
 from grpc import aio
 
 from jetstream.v1 import common_pb2, manifests_pb2, transfers_pb2
-from tests.system.users import ALICE, require_root
+from tests.system.users import ALICE
 from tests.transfers.helpers import (
-    destination_to,
-    login,
+    linked_pair,
     manifest_of,
-    owned_dir,
     push,
-    remove,
-    start,
     tree_digest,
     wait_terminal,
 )
@@ -28,14 +24,6 @@ from tests.transfers.test_push import make_tree
 
 M = manifests_pb2
 T = transfers_pb2
-
-
-@pytest.fixture
-def dirs():
-    require_root(users=True)
-    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
-    yield src, dst
-    remove(src, dst)
 
 
 def spec_of(source: Path) -> M.ManifestSpec:
@@ -50,10 +38,7 @@ def test_inline_spec_push_arrives_identical(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             transfer = await push(api, destination, "", str(dst),
                                   manifest_spec=spec_of(src / "tree"))
             assert transfer.manifest.startswith("manifests/")
@@ -76,10 +61,7 @@ def test_inline_spec_that_fails_to_build_fails_the_transfer(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             transfer = await push(api, destination, "", str(dst),
                                   manifest_spec=spec_of(src / "missing"))
             done = await wait_terminal(api, transfer.name)

@@ -11,32 +11,18 @@ import asyncio
 import os
 from contextlib import AsyncExitStack
 
-import pytest
-
 from jetstream.v1 import common_pb2 as S
 from jetstream.v1 import manifests_pb2 as M
 from jetstream.v1 import transfers_pb2 as T
-from tests.system.users import ALICE, require_root
+from tests.system.users import ALICE
 from tests.transfers.helpers import (
     chown_tree,
-    destination_to,
-    login,
-    owned_dir,
-    remove,
-    start,
+    linked_pair,
     tree_digest,
     wait_terminal,
 )
 from tests.transfers.test_failures import until
 from tests.transfers.test_push import make_tree
-
-
-@pytest.fixture
-def dirs():
-    require_root(users=True)
-    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
-    yield src, dst
-    remove(src, dst)
 
 
 async def pull(api, destination: str, source, path: str, **fields: object) -> T.Transfer:
@@ -53,10 +39,7 @@ def test_pull_a_tree_arrives_identical(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             transfer = await pull(api, destination, src / "tree", str(dst))
             assert transfer.direction == S.TRANSFER_DIRECTION_PULL
             done = await wait_terminal(api, transfer.name)
@@ -80,10 +63,7 @@ def test_pull_paused_midway_resumes_without_resending(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             slow = S.RateLimit(max_bps=40_000_000, policy=S.RATE_POLICY_FIXED,
                                target_bps=40_000_000)
             transfer = await pull(api, destination, src / "big.bin", str(dst),
@@ -119,10 +99,7 @@ def test_pull_of_an_unreadable_file_fails_naming_it(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             transfer = await pull(api, destination, src, str(dst))
             done = await wait_terminal(api, transfer.name)
             assert done.state == S.TRANSFER_STATE_FAILED

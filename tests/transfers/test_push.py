@@ -8,30 +8,19 @@ import pwd
 import urllib.request
 from contextlib import AsyncExitStack
 
-import pytest
-
 from jetstream.v1 import common_pb2, transfers_pb2
-from tests.system.users import ALICE, require_root
+from tests.system.users import ALICE
 from tests.transfers.helpers import (
     chown_tree,
     destination_to,
+    linked_pair,
     login,
     manifest_of,
-    owned_dir,
     push,
-    remove,
     start,
     tree_digest,
     wait_terminal,
 )
-
-
-@pytest.fixture
-def dirs():
-    require_root(users=True)
-    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
-    yield src, dst
-    remove(src, dst)
 
 
 def scrape(server) -> str:
@@ -117,10 +106,7 @@ def test_push_a_1_gib_file_and_10000_small_files(tmp_path, dirs):
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b")
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE)
             manifest = await manifest_of(api, src / "tree")
             transfer = await push(api, destination, manifest, str(dst))
             done = await wait_terminal(api, transfer.name, timeout=600)

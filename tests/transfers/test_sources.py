@@ -11,28 +11,18 @@ import pytest
 from grpc import aio
 
 from jetstream.v1 import common_pb2, server_pb2, server_pb2_grpc, transfers_pb2
-from tests.system.users import ADMIN, ALICE, BOB, require_root
+from tests.system.users import ADMIN, ALICE, BOB
 from tests.transfers.helpers import (
     Api,
     destination_to,
     login,
     manifest_of,
-    owned_dir,
     push,
-    remove,
     start,
     wait_terminal,
 )
 
 T = transfers_pb2
-
-
-@pytest.fixture
-def dirs():
-    require_root(users=True)
-    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
-    yield src, dst
-    remove(src, dst)
 
 
 async def sources(api: Api, **request: object) -> T.ListSourcesResponse:

@@ -9,32 +9,21 @@ import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import pytest
-
 from jetstream.v1 import common_pb2, manifests_pb2, transfers_pb2
-from tests.system.users import ALICE, require_root
+from tests.system.users import ALICE
 from tests.transfers.helpers import (
     Api,
     chown_tree,
     destination_to,
+    linked_pair,
     login,
-    owned_dir,
     push,
-    remove,
     start,
     wait_terminal,
 )
 
 M = manifests_pb2
 T = transfers_pb2
-
-
-@pytest.fixture
-def dirs():
-    require_root(users=True)
-    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
-    yield src, dst
-    remove(src, dst)
 
 
 async def manifest_with(api: Api, source: str, policy: int) -> M.Manifest:
@@ -68,10 +57,8 @@ def test_preserve_recreates_links_and_refuses_escaping_ones(tmp_path: Path, dirs
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            a = await start(stack, tmp_path / "a")
-            b = await start(stack, tmp_path / "b", ("sandbox_dir", [str(dst)]))
-            api = await login(stack, a, ALICE)
-            destination = await destination_to(api, b, ALICE)
+            a, b, api, destination = await linked_pair(stack, tmp_path, ALICE,
+                                                       ("sandbox_dir", [str(dst)]))
             manifest = await manifest_with(api, str(tree), M.SYMLINK_POLICY_PRESERVE)
             assert (manifest.file_count, manifest.skipped_count) == (5, 0)
             transfer = await push(api, destination, manifest.name, "/")
