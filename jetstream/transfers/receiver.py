@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 
 SMALL_FILE = 256 << 10
 SMALL_BATCH = 128
-CHECKPOINT_BYTES = 64 << 20
 """Small files stored per visit to a worker thread and per flush of the file system (a
 syncfs writes back everything dirty on it: the fewer, the better)."""
+CHECKPOINT_BYTES = 64 << 20
+"""Large-file bytes received that bring the next checkpoint forward (see `_checkpoints`)."""
 FLUSH_BYTES = 1 << 20
 
 
