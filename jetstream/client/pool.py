@@ -42,7 +42,8 @@ class ChannelPool:
         self._idle = idle
         self._clock = clock
         self._entries: dict[_Key, _Entry] = {}
-        self._opening = asyncio.Lock()
+        self._opening: dict[_Key, asyncio.Lock] = {}
+        """Per key, so that a destination slow to answer delays only its own uses."""
         self._sweep: asyncio.TimerHandle | None = None
 
     @asynccontextmanager
@@ -66,7 +67,8 @@ class ChannelPool:
             self._schedule_sweep()
 
     async def _entry(self, key: _Key, endpoint: Endpoint) -> _Entry:
-        async with self._opening:  # one channel per key, even when uses start together
+        lock = self._opening.setdefault(key, asyncio.Lock())
+        async with lock:  # one channel per key, even when uses start together
             entry = self._entries.get(key)
             if entry is None:
                 channel, fingerprint = await open_aio_channel(
