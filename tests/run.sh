@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the whole jetstream test suite on a fresh Debian machine, as root.
 # Installs what the tests need (Debian packages, a venv with the test extras, buf,
-# the test users and PAM service, socket-buffer sysctls), then runs pytest.
-# pytest's "no tests collected" (exit 5) counts as a failure.
+# socket-buffer sysctls), then runs pytest. The tests make their own system accounts with
+# random passwords and remove them at the end; the exit trap removes any that a killed run
+# left. pytest's "no tests collected" (exit 5) counts as a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,10 +42,12 @@ if [[ ! -x .tools/buf/node_modules/.bin/buf ]]; then
 fi
 export PATH="$PWD/.tools/buf/node_modules/.bin:$PATH"
 
-if [[ -x tests/system/create_test_users.sh ]]; then
-    tests/system/create_test_users.sh
-fi
 sysctl -q -w net.core.rmem_max=67108864 net.core.wmem_max=67108864 || true
+
+# One suite at a time per machine: runs share namespaces and test subnets.
+exec 9>/run/jetstream-tests.lock
+flock 9
+trap '.venv/bin/python -m tests.system.users sweep' EXIT
 
 set +e
 .venv/bin/python -m pytest "$@"

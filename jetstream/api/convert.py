@@ -117,6 +117,7 @@ def api_token(record: TokenRecord) -> auth_pb2.ApiToken:
         expire_time=timestamp(record.expires_at),
         allowed_paths=list(record.allowed_paths),
         read_only=record.read_only,
+        superuser=record.superuser,
         owner=record.username,
         create_time=timestamp(record.created_at),
     )

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from jetstream.errors import NotFound, Unauthenticated
+from jetstream.errors import AlreadyExists, NotFound, Unauthenticated
 from jetstream.state.database import Database
 
 TOKEN_PREFIX = "jst_"
@@ -40,6 +40,9 @@ class TokenRecord:
     read_only: bool
     created_at: float
     expires_at: float
+    superuser: bool = False
+    """API tokens: carries the owner's superuser rights (only if the owner still has them).
+    Sessions ignore it: a login's rights are the owner's."""
 
 
 def _hash(token: str) -> bytes:
@@ -60,11 +63,15 @@ class SessionStore:
         description: str = "",
         allowed_paths: tuple[str, ...] = (),
         read_only: bool = False,
+        superuser: bool = False,
+        token_id: str = "",
     ) -> tuple[str, TokenRecord]:
-        """Create a token; return the secret (shown once) and its record."""
+        """Create a token; return the secret (shown once) and its record.
+
+        AlreadyExists if `token_id` is taken (by any user's token: ids are server-wide)."""
         secret = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
         record = TokenRecord(
-            token_id=uuid.uuid4().hex,
+            token_id=token_id or uuid.uuid4().hex,
             username=username,
             kind=kind,
             description=description,
@@ -72,24 +79,32 @@ class SessionStore:
             read_only=read_only,
             created_at=now,
             expires_at=now + ttl,
+            superuser=superuser,
         )
+        try:
+            self._insert(secret, record)
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"apiTokens/{record.token_id} exists already") from None
+        return secret, record
+
+    def _insert(self, secret: str, record: TokenRecord) -> None:
         self._db.execute(
             "INSERT INTO sessions (token_hash, username, kind, token_id, description,"
-            " allowed_paths, read_only, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " allowed_paths, read_only, created_at, expires_at, superuser)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 _hash(secret),
-                username,
-                kind.value,
+                record.username,
+                record.kind.value,
                 record.token_id,
-                description,
-                json.dumps(list(allowed_paths)),
-                int(read_only),
-                now,
+                record.description,
+                json.dumps(list(record.allowed_paths)),
+                int(record.read_only),
+                record.created_at,
                 record.expires_at,
+                int(record.superuser),
             ),
         )
-        return secret, record
 
     def check(self, token: str, *, now: float) -> TokenRecord:
         """The record behind a presented token, or Unauthenticated (expired, revoked, unknown)."""
@@ -133,4 +148,5 @@ def _record(row: sqlite3.Row) -> TokenRecord:
         read_only=bool(row["read_only"]),
         created_at=row["created_at"],
         expires_at=row["expires_at"],
+        superuser=bool(row["superuser"]),
     )

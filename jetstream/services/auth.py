@@ -25,6 +25,7 @@ from jetstream.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from jetstream.ids import check_id
 from jetstream.storage.paths import parse_path
 
 DEFAULT_SESSION_TTL = 12 * 3600.0
@@ -146,7 +147,11 @@ class AuthService:
                       local=True)
 
     def _caller(self, record: TokenRecord, peer: str, principal: Principal) -> Caller:
-        superuser = self._superusers.applies_to(principal)
+        # An API token acts with the rights it was given AND those its owner still has: a
+        # token made without superuser never gains it, and one made with it loses it when the
+        # owner leaves the superuser groups.
+        superuser = self._superusers.applies_to(principal) and (
+            record.kind is TokenKind.SESSION or record.superuser)
         return Caller(record, peer, dataclasses.replace(principal, is_superuser=superuser))
 
     def logout(self, caller: Caller) -> None:
@@ -164,11 +169,17 @@ class AuthService:
         description: str,
         allowed_paths: tuple[str, ...],
         read_only: bool,
+        superuser: bool = False,
+        token_id: str = "",
     ) -> tuple[str, TokenRecord]:
+        """A token at most as wide as the caller's own credentials: the paths within theirs,
+        read-only if they are, superuser only if they are one now."""
         if not self.api_tokens_enabled:
             raise PermissionDenied("API tokens are disabled on this server")
         if not 0 < ttl <= MAX_TOKEN_TTL:
             raise InvalidArgument("an API token's lifetime must be between 1 s and 366 days")
+        if token_id:
+            check_id(token_id, "api_token_id")
         # Stored in the form every later check parses ("/a/b"): a path no check could parse
         # would silently allow nothing.
         allowed_paths = tuple(str(parse_path(p, what="allowed path")) for p in allowed_paths)
@@ -177,6 +188,8 @@ class AuthService:
             any(_within(p, scope) for scope in parent.allowed_paths) for p in allowed_paths
         ):
             raise PermissionDenied("a token cannot reach paths the token creating it cannot")
+        if superuser and not caller.is_superuser:
+            raise PermissionDenied("only a superuser may create a token with superuser rights")
         return self._sessions.issue(
             caller.username,
             TokenKind.API,
@@ -185,6 +198,8 @@ class AuthService:
             description=description,
             allowed_paths=allowed_paths or parent.allowed_paths,
             read_only=read_only or parent.read_only,
+            superuser=superuser,
+            token_id=token_id,
         )
 
     def now(self) -> float:

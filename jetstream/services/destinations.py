@@ -9,7 +9,6 @@ known_hosts, so a server that changes identity is refused rather than trusted.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import sqlite3
 import time
@@ -29,10 +28,10 @@ from jetstream.errors import (
     NotFound,
     PermissionDenied,
 )
+from jetstream.ids import check_id
 from jetstream.services.auth import Caller
 from jetstream.state.database import Database
 
-ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 DEFAULT_API_PORT = 8886
 REMOTE_TOKEN_TTL = 365 * 24 * 3600
 
@@ -115,8 +114,7 @@ class DestinationService:
         self, caller: Caller, wanted: Destination, credentials: Credentials, requested_id: str
     ) -> Destination:
         destination_id = requested_id or uuid.uuid4().hex[:12]
-        if not ID_PATTERN.fullmatch(destination_id):
-            raise InvalidArgument("destination_id must match [a-z0-9][a-z0-9-]{0,62}")
+        check_id(destination_id, "destination_id")
         _validate(wanted)
         if wanted.plaintext and not self._allow_plaintext:
             raise FailedPrecondition(

@@ -26,8 +26,8 @@ from jetstream.errors import (
     NotFound,
     PermissionDenied,
 )
+from jetstream.ids import check_id
 from jetstream.services.auth import Caller
-from jetstream.services.destinations import ID_PATTERN
 from jetstream.services.files import FileService
 from jetstream.services.globs import PathFilter
 from jetstream.services.sandboxes import CallerView, Sandboxes
@@ -156,8 +156,7 @@ class ManifestService:
         self, caller: Caller, spec: ManifestSpec, labels: dict[str, str], requested_id: str
     ) -> Manifest:
         manifest_id = requested_id or uuid.uuid4().hex[:12]
-        if not ID_PATTERN.fullmatch(manifest_id):
-            raise InvalidArgument("manifest_id must match [a-z0-9][a-z0-9-]{0,62}")
+        check_id(manifest_id, "manifest_id")
         _check_spec(spec)
         view = self._sandboxes.view_for(caller)
         for mapping in spec.mappings:  # the token's limits, before anything is created

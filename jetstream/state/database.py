@@ -186,6 +186,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE transfers ADD COLUMN manifest_spec TEXT NOT NULL DEFAULT '';
     """,
+    # Tokens made before this migration never carried superuser rights as the API promised:
+    # they stay at 0, so an upgrade narrows them instead of widening anything.
+    """
+    ALTER TABLE sessions ADD COLUMN superuser INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -25,10 +25,11 @@ from jetstream.errors import (
     PermissionDenied,
     Unavailable,
 )
+from jetstream.ids import check_id
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Caller
 from jetstream.services.bandwidth import BandwidthService, share
-from jetstream.services.destinations import ID_PATTERN, DestinationService
+from jetstream.services.destinations import DestinationService
 from jetstream.services.events import EventLog, Severity
 from jetstream.services.manifests import (
     Manifest,
@@ -163,8 +164,7 @@ class TransferService:
         PULL: `spec` names paths on the destination, fetched into `destination_path` here
         with the caller's rights; its job builds the manifest there."""
         transfer_id = requested_id or uuid.uuid4().hex[:12]
-        if not ID_PATTERN.fullmatch(transfer_id):
-            raise InvalidArgument("transfer_id must match [a-z0-9][a-z0-9-]{0,62}")
+        check_id(transfer_id, "transfer_id")
         if self._store.get(transfer_id) is not None:
             raise InvalidArgument(f"transfers/{transfer_id} exists already")
         chosen = self._destinations.get(caller, destination)

@@ -1,4 +1,4 @@
-"""Real PAM logins against the real test users (root; see tests/system/create_test_users.sh).
+"""Real PAM logins against the real test users (root; tests/system/users.py makes them).
 
 The authenticator pads failures to `FLOOR` seconds; the failing cases run concurrently so
 the whole file takes a few seconds.
@@ -69,14 +69,16 @@ def test_right_password_logs_in(authenticator):
     principal = asyncio.run(login(authenticator, users.ALICE, PASSWORDS[users.ALICE]))
     assert principal == lookup_principal(users.ALICE)
     assert principal.username == users.ALICE
-    assert principal.full_name == f"jetstream test {users.ALICE}"
+    assert principal.full_name == users.TAG
     assert principal.domain == "" and not principal.is_superuser
 
 
-def test_admin_has_the_sudo_group(authenticator):
+def test_admin_has_the_test_supergroup_and_no_system_privilege(authenticator):
     principal = asyncio.run(login(authenticator, users.ADMIN, PASSWORDS[users.ADMIN]))
-    assert grp.getgrnam("sudo").gr_gid in principal.groups
+    assert grp.getgrnam(users.SUPERGROUP).gr_gid in principal.groups
     assert principal.gid in principal.groups
+    names = {grp.getgrgid(gid).gr_name for gid in principal.groups}
+    assert not names & set(users.SYSTEM_ADMIN_GROUPS), names
 
 
 def test_every_failure_looks_the_same(authenticator):

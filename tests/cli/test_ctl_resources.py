@@ -31,7 +31,7 @@ def test_destinations_add_ls_show_test_rm(ctl: Ctl, servers) -> None:
     assert f"{remote}" in shown and ALICE in shown and "SHA256:" in shown
     tested = ctl.json(*local, "destinations", "test", "by-password")["test"]
     assert tested["reachable"] and tested["identity_verified"] and tested["authenticated"]
-    assert "yes, as jsalice" in ctl.ok(*local, "destinations", "test", "ci-dest").stdout
+    assert f"yes, as {ALICE}" in ctl.ok(*local, "destinations", "test", "ci-dest").stdout
 
     for name in ("ci-dest", "by-password"):
         ctl.ok(*local, "destinations", "rm", name)

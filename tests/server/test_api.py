@@ -15,10 +15,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from jetstream.app import Server, start_server
 from jetstream.auth.principal import Principal
 from jetstream.client.channel import Endpoint, FingerprintMismatch, open_aio_channel
-from jetstream.config import load_config
 from jetstream.errors import Unauthenticated
 from jetstream.tls import certificate_fingerprint
 from jetstream.v1 import auth_pb2, auth_pb2_grpc, server_pb2, server_pb2_grpc
+from tests.support.servers import server_config
 
 
 class RefusingAuthenticator:
@@ -30,11 +30,7 @@ class RefusingAuthenticator:
 
 @asynccontextmanager
 async def running(tmp_path) -> AsyncIterator[tuple[Server, aio.Channel]]:
-    config = load_config(
-        {"api_port": 0, "recv_port": [0], "metrics_port": 0,
-         "persistent_state_dir": str(tmp_path / "state")},
-        env={}, config_file=None,
-    )
+    config = server_config(tmp_path / "state", metrics_port=0, disable_telemetry=False)
     server = await start_server(config, authenticator=RefusingAuthenticator())
     channel, _fingerprint = await open_aio_channel(Endpoint("127.0.0.1", server.api_port))
     try:

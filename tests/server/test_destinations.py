@@ -10,10 +10,10 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc import aio
 
-from jetstream.app import Server, start_server
+from jetstream.app import Server
 from jetstream.client.channel import Endpoint, open_aio_channel
-from jetstream.config import load_config
 from jetstream.v1 import auth_pb2, auth_pb2_grpc, destinations_pb2, destinations_pb2_grpc
+from tests.support.servers import serve
 from tests.system.users import ADMIN, ALICE, BOB, PASSWORDS, require_root
 
 D = destinations_pb2
@@ -22,17 +22,6 @@ D = destinations_pb2
 @pytest.fixture(autouse=True)
 def _root():
     require_root(users=True)
-
-
-async def serve(stack: AsyncExitStack, state) -> Server:
-    config = load_config(
-        {"api_port": 0, "recv_port": [0], "persistent_state_dir": str(state),
-         "disable_telemetry": True},
-        env={}, config_file=None,
-    )
-    server = await start_server(config)
-    stack.push_async_callback(server.stop)
-    return server
 
 
 async def login(server: Server, user: str) -> tuple[aio.Channel, tuple[tuple[str, str], ...]]:

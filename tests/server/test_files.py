@@ -17,9 +17,8 @@ from google.protobuf.duration_pb2 import Duration
 from grpc import aio
 
 from jetstream.api import paging
-from jetstream.app import Server, start_server
+from jetstream.app import Server
 from jetstream.client.channel import Endpoint, open_aio_channel
-from jetstream.config import load_config
 from jetstream.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -31,6 +30,7 @@ from jetstream.v1 import (
     server_pb2,
     server_pb2_grpc,
 )
+from tests.support.servers import serve
 from tests.system.users import ADMIN, ALICE, BOB, PASSWORDS, require_root
 
 F = files_pb2
@@ -51,15 +51,6 @@ def owned(path: Path, user: str) -> Path:
     entry = pwd.getpwnam(user)
     os.lchown(path, entry.pw_uid, entry.pw_gid)
     return path
-
-
-async def serve(stack: AsyncExitStack, state: Path, **settings: object) -> Server:
-    config = load_config({"api_port": 0, "recv_port": [0], "disable_telemetry": True,
-                          "api_socket": "", "persistent_state_dir": str(state), **settings},
-                         env={}, config_file=None)
-    server = await start_server(config)
-    stack.push_async_callback(server.stop)
-    return server
 
 
 async def login(stack: AsyncExitStack, server: Server, user: str) -> tuple[aio.Channel, Metadata]:

@@ -27,8 +27,8 @@ from grpc import aio
 
 from jetstream.app import Server, start_server
 from jetstream.client.channel import Endpoint, open_aio_channel
-from jetstream.config import load_config
 from jetstream.v1 import auth_pb2, auth_pb2_grpc, files_pb2, files_pb2_grpc
+from tests.support.servers import server_config
 from tests.system.users import ALICE, BOB, require_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,10 +81,7 @@ def place():
 
 
 async def start(state: Path, socket_path: Path) -> Server:
-    config = load_config({"api_port": 0, "recv_port": [0], "disable_telemetry": True,
-                          "api_socket": str(socket_path), "persistent_state_dir": str(state)},
-                         env={}, config_file=None)
-    return await start_server(config)
+    return await start_server(server_config(state, api_socket=str(socket_path)))
 
 
 async def serve(stack: AsyncExitStack, state: Path, socket_path: Path) -> Server:

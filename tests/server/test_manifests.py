@@ -14,10 +14,9 @@ import grpc
 import pytest
 from grpc import aio
 
-from jetstream.app import start_server
 from jetstream.client.channel import Endpoint, open_aio_channel
-from jetstream.config import load_config
 from jetstream.v1 import auth_pb2, auth_pb2_grpc, common_pb2, manifests_pb2, manifests_pb2_grpc
+from tests.support.servers import serve
 from tests.system.users import ALICE, BOB, PASSWORDS, require_root
 
 M = manifests_pb2
@@ -47,11 +46,7 @@ def tree():
 
 
 async def session(stack: AsyncExitStack, tmp_path, user: str):
-    config = load_config({"api_port": 0, "recv_port": [0], "disable_telemetry": True,
-                          "persistent_state_dir": str(tmp_path / "state")}, env={},
-                         config_file=None)
-    server = await start_server(config)
-    stack.push_async_callback(server.stop)
+    server = await serve(stack, tmp_path / "state")
     channel, _ = await open_aio_channel(Endpoint("127.0.0.1", server.api_port))
     stack.push_async_callback(channel.close)
     token = (await auth_pb2_grpc.AuthServiceStub(channel).Login(

@@ -12,9 +12,8 @@ import grpc
 import pytest
 from grpc import aio
 
-from jetstream.app import Server, start_server
+from jetstream.app import Server
 from jetstream.client.channel import Endpoint, open_aio_channel
-from jetstream.config import load_config
 from jetstream.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -23,6 +22,7 @@ from jetstream.v1 import (
     server_pb2,
     server_pb2_grpc,
 )
+from tests.support.servers import serve
 from tests.system.users import ADMIN, ALICE, BOB, PASSWORDS, require_root
 
 S = server_pb2
@@ -39,15 +39,6 @@ def base():
         (path / name / f"in-{name}").write_text(name)
     yield path
     shutil.rmtree(path)
-
-
-async def serve(stack: AsyncExitStack, state: Path, **settings: object) -> Server:
-    config = load_config({"api_port": 0, "recv_port": [0], "disable_telemetry": True,
-                          "api_socket": "", "persistent_state_dir": str(state), **settings},
-                         env={}, config_file=None)
-    server = await start_server(config)
-    stack.push_async_callback(server.stop)
-    return server
 
 
 async def login(stack: AsyncExitStack, server: Server, user: str,

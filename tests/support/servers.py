@@ -1,4 +1,6 @@
-"""Run a real `jetstream server` process for a test and find its ports from its log."""
+"""Real jetstream servers for tests: in this process (`serve`) or as a process of their own
+(`ServerProcess`, whose ports are read from its log). Both make the run's SUPERGROUP the only
+superuser group, so no account on the machine is a superuser of a test server by accident."""
 
 from __future__ import annotations
 
@@ -9,8 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from jetstream.app import Server, start_server
+from jetstream.config import ServerConfig, load_config
+from tests.system.users import SUPERGROUP
 
 READY = re.compile(
     r"ready: api (?P<api_host>\S+):(?P<api>\d+), data udp (?P<udp>\S+), metrics (?P<metrics>\S+)"
@@ -39,7 +47,8 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*self.wrapper, sys.executable, "-m", "jetstream", "server",
-                 "--persistent-state-dir", str(self.state_dir), *self.args],
+                 "--persistent-state-dir", str(self.state_dir), "--supergroup", SUPERGROUP,
+                 *self.args],
                 stdout=log, stderr=log, env={**os.environ, **self.env},
             )
         deadline = time.monotonic() + timeout
@@ -85,3 +94,18 @@ def unused_tcp_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def server_config(state: Path, **settings: Any) -> ServerConfig:
+    """A test server's settings: kernel-chosen ports, no telemetry or shared socket, the
+    run's supergroup, no config file or environment; `settings` override."""
+    flags = {"api_port": 0, "recv_port": [0], "disable_telemetry": True, "api_socket": "",
+             "supergroup": [SUPERGROUP], "persistent_state_dir": str(state), **settings}
+    return load_config(flags, env={}, config_file=None)
+
+
+async def serve(stack: AsyncExitStack, state: Path, **settings: Any) -> Server:
+    """A server in this event loop, stopped when `stack` closes."""
+    server = await start_server(server_config(state, **settings))
+    stack.push_async_callback(server.stop)
+    return server

@@ -14,9 +14,8 @@ from typing import NamedTuple
 
 from grpc import aio
 
-from jetstream.app import Server, start_server
+from jetstream.app import Server
 from jetstream.client.channel import Endpoint, open_aio_channel
-from jetstream.config import load_config
 from jetstream.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -28,6 +27,7 @@ from jetstream.v1 import (
     transfers_pb2,
     transfers_pb2_grpc,
 )
+from tests.support.servers import serve
 from tests.system.users import PASSWORDS
 
 
@@ -50,11 +50,7 @@ class Api:
 
 
 async def start(stack: AsyncExitStack, state: Path, *extra: tuple[str, object]) -> Server:
-    flags = {"api_port": 0, "recv_port": [0], "disable_telemetry": True,
-             "persistent_state_dir": str(state), **dict(extra)}
-    server = await start_server(load_config(flags, env={}, config_file=None))
-    stack.push_async_callback(server.stop)
-    return server
+    return await serve(stack, state, **dict(extra))
 
 
 def _port(server: Server | int) -> int:

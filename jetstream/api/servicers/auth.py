@@ -60,6 +60,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             description=wanted.description,
             allowed_paths=tuple(wanted.allowed_paths),
             read_only=wanted.read_only,
+            superuser=wanted.superuser,
+            token_id=request.api_token_id,
         )
         return auth_pb2.CreateApiTokenResponse(api_token=convert.api_token(record), secret=secret)
 
