@@ -96,6 +96,7 @@ class Server:
         if self.metrics is not None:
             self.metrics.stop()
         self.events.record("server.stopped", "server stopped", now=time.time())
+        self.events.flush()
         self.db.close()
 
 
@@ -184,7 +185,7 @@ async def start_server(
             bandwidth=bandwidth,
             files=FileService(files, sandboxes),
             sandboxes=sandboxes,
-            events=EventQueries(db),
+            events=EventQueries(db, events),
             local=(None if config.api_socket is None
                    else LocalSocket(config.api_socket, auth.local_caller)),
         )

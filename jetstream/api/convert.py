@@ -281,6 +281,8 @@ def manifest(m: Manifest) -> manifests_pb2.Manifest:
         labels=m.labels,
         owner=m.owner,
         create_time=timestamp(m.created_at),
+        skipped_entries=[manifests_pb2.SkippedEntry(source_path=path, reason=why)
+                         for path, why in m.skipped_examples],
     )
     if m.error:
         message.error.CopyFrom(common_pb2.ErrorDetail(reason="MANIFEST_SCAN_FAILED",

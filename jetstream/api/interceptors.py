@@ -1,9 +1,10 @@
 """Cross-cutting call handling: who is calling, what went wrong, how long it took.
 
 One interceptor wraps every RPC handler so servicers contain no try/except and never parse
-metadata: it authenticates the bearer token (unless the method is public), puts the caller
-in a context variable, maps `JetstreamError`s to status codes through one table, and counts
-the call for Prometheus.
+metadata: it authenticates the bearer token (unless the method is public), applies the
+method's access rule (jetstream/api/access.py), puts the caller in a context variable,
+maps `JetstreamError`s to status codes through one table, and counts the call for
+Prometheus.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from jetstream.api import access
 from jetstream.api.status import status_for
 from jetstream.errors import JetstreamError, Unauthenticated
 from jetstream.observability.metrics import Metrics
@@ -55,13 +57,11 @@ class CallInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(
         self,
         authenticate: Authenticate,
-        public_methods: frozenset[str],
         metrics: Metrics | None,
         *,
         local_caller: LocalCallerHook | None = None,
     ) -> None:
         self._authenticate = authenticate
-        self._public = public_methods
         self._metrics = metrics
         self._local_caller = local_caller
 
@@ -75,7 +75,7 @@ class CallInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             return None
         method: str = details.method
         service, _, name = method.lstrip("/").rpartition("/")
-        public = method in self._public or not service.startswith("jetstream.")
+        public = access.is_public(method) or not service.startswith("jetstream.")
 
         async def enter(context: aio.ServicerContext) -> None:
             if public:
@@ -84,13 +84,16 @@ class CallInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             if token is None and self._local_caller is not None:
                 local = await self._local_caller(context.peer())
                 if local is not None:  # the local Unix socket: the kernel said who it is
+                    access.authorize(method, local)
                     caller_var.set(local)
                     return
             if token is None:
                 raise Unauthenticated(
                     "this call needs credentials: log in and send 'authorization: Bearer <token>'"
                 )
-            caller_var.set(await self._authenticate(token, context.peer()))
+            caller = await self._authenticate(token, context.peer())
+            access.authorize(method, caller)
+            caller_var.set(caller)
 
         async def fail(context: aio.ServicerContext, exc: BaseException) -> None:
             if isinstance(exc, JetstreamError):

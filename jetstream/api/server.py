@@ -49,14 +49,6 @@ from jetstream.v1 import (
     transfers_pb2_grpc,
 )
 
-#: Callable without credentials: what a client needs before it can log in.
-PUBLIC_METHODS = frozenset(
-    {
-        "/jetstream.v1.AuthService/Login",
-        "/jetstream.v1.ServerService/GetServerInfo",
-    }
-)
-
 
 @dataclass(frozen=True)
 class ApiServices:
@@ -100,7 +92,7 @@ async def build_api_server(
     server = aio.server(
         interceptors=[
             CallInterceptor(
-                services.auth.authenticate_token, PUBLIC_METHODS, metrics,
+                services.auth.authenticate_token, metrics,
                 local_caller=services.local.caller_for if services.local else None,
             )
         ],

@@ -24,13 +24,16 @@ import ctypes
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pam
 
 from jetstream.auth.principal import Principal, lookup_principal
+from jetstream.auth.throttle import Standing
 from jetstream.errors import NotFound, Unauthenticated
 from jetstream.storage.paths import printable
 
@@ -55,6 +58,9 @@ class PamAuthenticator:
 
     Its own small pool bounds concurrent PAM calls (a slow LDAP server cannot starve the
     default executor) and is what a flood of guesses queues on; throttle in front of it.
+    Checks are admitted by the address's standing (`_Lanes`): guesses spread over many
+    addresses, which no per-address limit stops, queue behind the logins of addresses users
+    log in from.
     """
 
     def __init__(
@@ -64,11 +70,16 @@ class PamAuthenticator:
         self.failure_delay = failure_delay
         """Minimum duration of a failed login; keep it above the slowest PAM failure."""
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="jetstream-pam")
+        self._lanes = _Lanes(workers)
 
-    async def authenticate(self, username: str, password: str, *, source: str) -> Principal:
+    async def authenticate(
+        self, username: str, password: str, *, source: str,
+        standing: Standing = Standing.UNKNOWN,
+    ) -> Principal:
         """The user's Principal, or Unauthenticated(FAILURE_MESSAGE) whatever went wrong.
 
-        `source` is the client's address (for PAM_RHOST and the log).
+        `source` is the client's address (for PAM_RHOST and the log); `standing` orders
+        the check among those waiting.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -77,9 +88,10 @@ class PamAuthenticator:
         reason = _refusal(username, password)
         if reason is None:
             try:
-                principal, reason, pam_delay = await loop.run_in_executor(
-                    self._pool, self._login, username, password, source
-                )
+                async with self._lanes.slot(standing):
+                    principal, reason, pam_delay = await loop.run_in_executor(
+                        self._pool, self._login, username, password, source
+                    )
             except Exception:  # PAM or NSS broke: the client still gets the one answer
                 log.exception("login check failed unexpectedly")
                 reason = "internal error (logged above)"
@@ -105,6 +117,59 @@ class PamAuthenticator:
             return lookup_principal(username), "", 0.0
         except NotFound:
             return None, "PAM accepted a user the user database does not know", 0.0
+
+
+class _Lanes:
+    """At most `slots` checks at a time, at most half of them for suspect addresses; waiters
+    are admitted by standing (trusted, unknown, suspect), each lane in arrival order.
+
+    Why half: a password check is CPU (yescrypt), so guesses may use only part of the
+    machine, and a user's check never waits for a slot nor shares the cores with a full
+    set of guesses."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._suspect_free = max(1, slots // 2)
+        self._waiting: tuple[deque[asyncio.Future[None]], ...] = tuple(
+            deque() for _ in Standing)
+
+    @asynccontextmanager
+    async def slot(self, standing: Standing) -> AsyncIterator[None]:
+        if not any(self._waiting[: standing + 1]) and self._admissible(standing):
+            self._take(standing)
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            self._waiting[standing].append(turn)
+            try:
+                await turn  # _give_back took the slot for us before waking us
+            except asyncio.CancelledError:
+                if not turn.cancelled():  # admitted and cancelled in one step: give it back
+                    self._give_back(standing)
+                elif turn in self._waiting[standing]:
+                    self._waiting[standing].remove(turn)
+                raise
+        try:
+            yield
+        finally:
+            self._give_back(standing)
+
+    def _admissible(self, standing: Standing) -> bool:
+        return self._free > 0 and (standing is not Standing.SUSPECT or self._suspect_free > 0)
+
+    def _take(self, standing: Standing) -> None:
+        self._free -= 1
+        self._suspect_free -= standing is Standing.SUSPECT
+
+    def _give_back(self, standing: Standing) -> None:
+        self._free += 1
+        self._suspect_free += standing is Standing.SUSPECT
+        for lane_standing in Standing:
+            lane = self._waiting[lane_standing]
+            while lane and self._admissible(lane_standing):
+                turn = lane.popleft()
+                if not turn.done():  # a cancelled waiter may not have left its lane yet
+                    self._take(lane_standing)
+                    turn.set_result(None)
 
 
 def _refusal(username: str, password: str) -> str | None:

@@ -25,6 +25,7 @@ import ipaddress
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from enum import IntEnum
 from urllib.parse import unquote
 
 from jetstream.errors import ResourceExhausted
@@ -38,6 +39,18 @@ class LoginThrottled(ResourceExhausted):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"too many failed logins; try again in {math.ceil(retry_after)} s")
         self.retry_after = retry_after
+
+
+class Standing(IntEnum):
+    """What an address's recent logins say about it; password checks run in this order
+    (PamAuthenticator), so guesses cannot queue ahead of the users."""
+
+    TRUSTED = 0
+    """A login from it succeeded lately, and none failed since."""
+    UNKNOWN = 1
+    """No recent login from it."""
+    SUSPECT = 2
+    """A login from it failed lately."""
 
 
 @dataclass
@@ -55,6 +68,8 @@ class Attempt:
     source: _Key
     charged_at: float
     source_last_before: float
+    standing: Standing
+    """The address's standing before this attempt."""
 
 
 class LoginThrottle:
@@ -76,6 +91,8 @@ class LoginThrottle:
         self._forget_after = forget_after
         self._max_entries = max_entries
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._good: OrderedDict[str, float] = OrderedDict()
+        """Address -> time of its latest successful login."""
 
     def begin(self, username: str, source: str, now: float) -> Attempt:
         """Charge one failure to the pair and the address, or raise LoginThrottled."""
@@ -87,13 +104,19 @@ class LoginThrottle:
                 until = entry.last + self._window(entry.failures, self._limits[kind])
                 if until > now:
                     raise LoginThrottled(until - now)
+        standing = self._standing(src, now)
         source_last_before = self._charge(keys["source"], now)
         self._charge(keys["pair"], now)
         self._evict(now)
-        return Attempt(keys["pair"], keys["source"], now, source_last_before)
+        return Attempt(keys["pair"], keys["source"], now, source_last_before, standing)
 
     def succeeded(self, attempt: Attempt) -> None:
-        """Clear the pair's failures and refund the address's charge for this attempt."""
+        """Clear the pair's failures, refund the address's charge for this attempt, and
+        remember the address as one users log in from."""
+        self._good[attempt.source[1]] = attempt.charged_at
+        self._good.move_to_end(attempt.source[1])
+        while len(self._good) > self._max_entries:
+            self._good.popitem(last=False)
         self._entries.pop(attempt.pair, None)
         entry = self._entries.get(attempt.source)
         if entry is None:
@@ -106,6 +129,13 @@ class LoginThrottle:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _standing(self, source: str, now: float) -> Standing:
+        if self._live(("source", source), now) is not None:
+            return Standing.SUSPECT
+        if now - self._good.get(source, -math.inf) < self._forget_after:
+            return Standing.TRUSTED
+        return Standing.UNKNOWN
 
     def _window(self, failures: int, limit: int) -> float:
         if failures < limit:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from jetstream.auth.principal import Principal, lookup_principal
 from jetstream.auth.sessions import SessionStore, TokenKind, TokenRecord
-from jetstream.auth.throttle import LoginThrottle
+from jetstream.auth.throttle import LoginThrottle, Standing
 from jetstream.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -33,8 +33,12 @@ MAX_TOKEN_TTL = 366 * 24 * 3600.0
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, username: str, password: str, *, source: str) -> Principal:
-        """Return who logged in, or raise Unauthenticated."""
+    async def authenticate(
+        self, username: str, password: str, *, source: str,
+        standing: Standing = Standing.UNKNOWN,
+    ) -> Principal:
+        """Return who logged in, or raise Unauthenticated. `standing`: what the address's
+        recent logins say about it; checks may be ordered by it."""
         ...
 
 
@@ -110,7 +114,8 @@ class AuthService:
         self, username: str, password: str, *, source: str, ttl: float | None = None
     ) -> tuple[str, Caller]:
         attempt = self._throttle.begin(username, source, self._clock())
-        principal = await self._authenticator.authenticate(username, password, source=source)
+        principal = await self._authenticator.authenticate(
+            username, password, source=source, standing=attempt.standing)
         self._throttle.succeeded(attempt)
         lifetime = self._session_ttl if not ttl else min(ttl, self._session_ttl)
         secret, record = self._sessions.issue(

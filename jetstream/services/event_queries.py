@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from jetstream.errors import InvalidArgument
 from jetstream.services.auth import Caller
-from jetstream.services.events import Event, Severity, event_from_row
+from jetstream.services.events import Event, EventLog, Severity, event_from_row
 from jetstream.state.database import Database
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
@@ -32,8 +32,9 @@ class EventFilter:
 
 
 class EventQueries:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, log: EventLog) -> None:
         self._db = db
+        self._log = log
 
     def list(self, caller: Caller, query: EventFilter, *, after_id: int, limit: int
              ) -> list[Event]:
@@ -43,6 +44,7 @@ class EventQueries:
                 and query.start_time > query.end_time:
             raise InvalidArgument("start_time is after end_time")
         scope = caller.owner_scope(query.owner)
+        self._log.flush()
         allowed = [s.value for s in Severity if _RANK[s] >= _RANK[query.min_severity]]
         sql = f"SELECT * FROM events WHERE severity IN ({','.join('?' * len(allowed))})"
         params: list[object] = [*allowed]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from jetstream.auth.principal import Principal
+from jetstream.auth.throttle import Standing
 from jetstream.errors import Unauthenticated
 from jetstream.services.auth import Authenticator
 from jetstream.services.events import EventLog, Severity
@@ -27,9 +28,13 @@ class RecordingAuthenticator:
         self._events = events
         self._clock = clock
 
-    async def authenticate(self, username: str, password: str, *, source: str) -> Principal:
+    async def authenticate(
+        self, username: str, password: str, *, source: str,
+        standing: Standing = Standing.UNKNOWN,
+    ) -> Principal:
         try:
-            principal = await self._inner.authenticate(username, password, source=source)
+            principal = await self._inner.authenticate(username, password, source=source,
+                                                       standing=standing)
         except Unauthenticated:
             name = username[:MAX_RECORDED_NAME]
             self._events.record(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
 import time
 import uuid
@@ -33,10 +32,8 @@ from jetstream.services.globs import PathFilter
 from jetstream.services.sandboxes import CallerView, Sandboxes
 from jetstream.state.database import Database
 from jetstream.storage import userfs
-from jetstream.storage.paths import RelPath, parse_path, printable
+from jetstream.storage.paths import parse_path, printable
 from jetstream.storage.sandbox import Location
-
-log = logging.getLogger(__name__)
 
 MAX_MAPPINGS = 10_000
 BATCH = 1000
@@ -102,6 +99,8 @@ class Manifest:
     labels: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     completed_at: float = 0.0
+    skipped_examples: tuple[tuple[str, str], ...] = ()
+    """(printable source path, why) of the first MAX_SKIPPED_SHOWN entries left out."""
 
 
 @dataclass(frozen=True)
@@ -119,12 +118,23 @@ class ManifestEntry:
     symlink_target: str = ""
 
 
+MAX_SKIPPED_SHOWN = 100
+
+
 @dataclass
 class _Counts:
     files: int = 0
     dirs: int = 0
     bytes: int = 0
     skipped: int = 0
+    examples: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, where: str, why: str) -> None:
+        """Leave an entry out, and say why for the first few (the manifest shows them)."""
+        self.skipped += 1
+        if len(self.examples) < MAX_SKIPPED_SHOWN:
+            shown = printable(where)
+            self.examples.append((shown if len(shown) <= 300 else shown[:299] + "…", why))
 
     def add(self, item: userfs.Entry) -> None:
         if item.kind == "directory":
@@ -285,8 +295,9 @@ class ManifestService:
                 )
                 conn.execute(
                     "UPDATE manifests SET file_count = ?, dir_count = ?, total_bytes = ?,"
-                    " skipped_count = ? WHERE id = ?",
-                    (counts.files, counts.dirs, counts.bytes, counts.skipped, manifest_id),
+                    " skipped_count = ?, skipped_examples = ? WHERE id = ?",
+                    (counts.files, counts.dirs, counts.bytes, counts.skipped,
+                     json.dumps(counts.examples), manifest_id),
                 )
         except sqlite3.IntegrityError:
             raise InvalidArgument(
@@ -312,8 +323,8 @@ class ManifestService:
             top = await self._files.run(principal, userfs.stat, source)
             found = await self._apply_policy(caller, view, spec.symlinks, source, top)
             dest = _destination(mapping, source)
-            if found is None:
-                counts.skipped += 1
+            if isinstance(found, str):
+                counts.skip(str(source.path), found)
                 continue
             source, top = found
             if top.kind != "directory" or dest:
@@ -331,18 +342,23 @@ class ManifestService:
                     for listed in page.entries:
                         rel = f"{relative}{listed.name}"
                         child_dest = f"{here_dest}/{listed.name}" if here_dest else listed.name
-                        found = await self._apply_policy(
-                            caller, view, spec.symlinks,
-                            Location(here.root, here.path / RelPath((listed.name,))), listed)
-                        if found is None:
-                            counts.skipped += 1
+                        child_path = here.path.child(listed.name)
+                        if isinstance(child_path, str):  # no receiver may create it
+                            shown = f"{str(here.path).rstrip('/')}/{listed.name}"
+                            counts.skip(shown, f"its name cannot be sent: {child_path}")
+                            continue
+                        at = Location(here.root, child_path)
+                        found = await self._apply_policy(caller, view, spec.symlinks, at,
+                                                         listed)
+                        if isinstance(found, str):
+                            counts.skip(str(at.path), found)
                             continue
                         child, item = found
                         if item.kind == "directory":
                             if path_filter.excluded(rel):
                                 continue
                             if item.identity in ancestors:
-                                counts.skipped += 1  # a link back up the tree
+                                counts.skip(str(at.path), "a link back up the tree (a loop)")
                                 continue
                             stack.append((child, child_dest, rel + "/",
                                           ancestors | {item.identity}))
@@ -358,23 +374,24 @@ class ManifestService:
     async def _apply_policy(
         self, caller: Caller, view: CallerView, policy: SymlinkPolicy, location: Location,
         item: userfs.Entry,
-    ) -> tuple[Location, userfs.Entry] | None:
+    ) -> tuple[Location, userfs.Entry] | str:
         """What to record for `item` at `location`: itself, or for a followed link what it
-        leads to; None to skip it (not a file, directory or link, or a link the policy
+        leads to; or why it is left out (not a file, directory or link, or a link the policy
         leaves out or that cannot be followed within the caller's view)."""
         if item.kind in ("file", "directory") or (
             item.kind == "symlink" and policy is SymlinkPolicy.PRESERVE
         ):
             return location, item
-        if item.kind != "symlink" or policy is not SymlinkPolicy.FOLLOW_WITHIN_SANDBOX:
-            return None
+        if item.kind != "symlink":
+            return "not a regular file, directory or link (a device, FIFO or socket)"
+        if policy is not SymlinkPolicy.FOLLOW_WITHIN_SANDBOX:
+            return "a symbolic link (symlink policy SKIP)"
         try:
             followed = await self._links.follow(caller, view, location, item.target)
         except (PermissionDenied, NotFound, FailedPrecondition, InvalidArgument) as exc:
-            log.debug("not following %s: %s", printable(str(location)), exc)
-            return None
+            return f"a link that cannot be followed within the sandbox: {exc}"
         if followed is None or followed[1].entry.kind not in ("file", "directory"):
-            return None
+            return "a link to nothing, or to something not a regular file or directory"
         return followed[0], followed[1].entry
 
     def _find(self, manifest_id: str) -> Manifest | None:
@@ -432,6 +449,8 @@ def _manifest(row: sqlite3.Row) -> Manifest:
         labels=json.loads(row["labels"]),
         created_at=row["created_at"],
         completed_at=row["completed_at"],
+        skipped_examples=tuple((path, why) for path, why in
+                               json.loads(row["skipped_examples"])),
     )
 
 

@@ -191,6 +191,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sessions ADD COLUMN superuser INTEGER NOT NULL DEFAULT 0;
     """,
+    """
+    ALTER TABLE manifests ADD COLUMN skipped_examples TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 

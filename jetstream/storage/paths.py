@@ -84,6 +84,14 @@ class RelPath:
     def parent(self) -> RelPath:
         return RelPath._checked(self.parts[:-1])
 
+    def child(self, name: str) -> RelPath | str:
+        """This path with `name` appended, or why that would not be a safe path: for walkers
+        that leave such an entry out instead of failing the whole walk."""
+        problem = _component_problem(name)
+        if problem is None and _too_long((*self.parts, name)):
+            problem = f"longer than {MAX_PATH_BYTES} bytes"
+        return problem if problem is not None else RelPath._checked((*self.parts, name))
+
 
 def parse_path(raw: str, *, what: str = "path", empty_is_root: bool = False) -> RelPath:
     """Validate `raw` as the policy above says; InvalidArgument names `what` and the path.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jetstream.auth.throttle import LoginThrottle, LoginThrottled, peer_address
+from jetstream.auth.throttle import LoginThrottle, LoginThrottled, Standing, peer_address
 from jetstream.errors import ResourceExhausted
 
 X, Y = "ipv4:192.0.2.10:40000", "ipv4:198.51.100.7:40001"
@@ -157,3 +157,16 @@ def test_peer_address(peer, address):
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError):
         LoginThrottle(base_delay=10.0, max_delay=5.0)
+
+
+def test_an_addresss_standing_follows_its_recent_logins():
+    throttle = LoginThrottle(forget_after=1800.0)
+    first = throttle.begin("alice", X, 0.0)
+    assert first.standing is Standing.UNKNOWN
+    throttle.succeeded(first)
+    assert throttle.begin("bob", Y, 1.0).standing is Standing.UNKNOWN  # another address
+    again = throttle.begin("alice", X, 10.0)
+    assert again.standing is Standing.TRUSTED
+    # `again` never succeeds: a failure from X makes it suspect until forgotten
+    assert throttle.begin("alice", X, 11.0).standing is Standing.SUSPECT
+    assert throttle.begin("alice", X, 5000.0).standing is Standing.UNKNOWN

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from jetstream.app import Server, start_server
 from jetstream.auth.principal import Principal
+from jetstream.auth.throttle import Standing
 from jetstream.client.channel import Endpoint, FingerprintMismatch, open_aio_channel
 from jetstream.errors import Unauthenticated
 from jetstream.tls import certificate_fingerprint
@@ -24,7 +25,8 @@ from tests.support.servers import server_config
 class RefusingAuthenticator:
     """Stands in for PAM where these tests do not log in (tests/auth covers real PAM)."""
 
-    async def authenticate(self, username: str, password: str, *, source: str) -> Principal:
+    async def authenticate(self, username: str, password: str, *, source: str,
+                           standing: Standing = Standing.UNKNOWN) -> Principal:
         raise Unauthenticated("invalid username or password")
 
 

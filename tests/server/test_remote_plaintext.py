@@ -1,7 +1,7 @@
 """The API from another host: refused by default, TLS only with --api-allow-remote-control.
 
 Two network namespaces made for the test, joined by a veth pair on 10.78.0.0/24 (server
-10.78.0.1, client 10.78.0.2). The root namespace gets a blackhole route for that subnet
+10.78.0.1, client 10.78.0.10). The root namespace gets a blackhole route for that subnet
 first, so nothing of the test can leak onto a real network. Everything the test creates is
 removed in a `finally`.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.netns import namespace_pair
 from tests.system.users import require_root
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.78.0.0/24"
-SERVER_IP, CLIENT_IP = "10.78.0.1", "10.78.0.2"
+SERVER_IP, CLIENT_IP = "10.78.0.1", "10.78.0.10"
 READY = re.compile(r"ready: api (?P<host>\S+):(?P<port>\d+),")
 
 PROBE = r"""
@@ -49,32 +49,12 @@ except Exception as exc:  # what the client saw, for the assertion message
 """
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
-
-
 @pytest.fixture
 def namespaces() -> Iterator[tuple[str, str]]:
     require_root()
-    tag = secrets.token_hex(3)
-    server_ns, client_ns = f"jss-{tag}", f"jsc-{tag}"
-    veth_server, veth_client = f"jsvs{tag}", f"jsvc{tag}"
-    ip("route", "replace", "blackhole", SUBNET)
-    try:
-        ip("netns", "add", server_ns)
-        ip("netns", "add", client_ns)
-        ip("link", "add", veth_server, "type", "veth", "peer", "name", veth_client)
-        ip("link", "set", veth_server, "netns", server_ns)
-        ip("link", "set", veth_client, "netns", client_ns)
-        for ns, dev, address in ((server_ns, veth_server, SERVER_IP),
-                                 (client_ns, veth_client, CLIENT_IP)):
-            ip("-n", ns, "addr", "add", f"{address}/24", "dev", dev)
-            ip("-n", ns, "link", "set", dev, "up")
-            ip("-n", ns, "link", "set", "lo", "up")
-        yield server_ns, client_ns
-    finally:
-        for ns in (server_ns, client_ns):  # deleting a namespace deletes its veth end
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+    with namespace_pair("jsr", SUBNET) as pair:
+        assert (pair.server_ip, pair.client_ips[0]) == (SERVER_IP, CLIENT_IP)
+        yield pair.server_ns, pair.client_ns
 
 
 def in_namespace(ns: str, *command: str) -> list[str]:
