@@ -155,7 +155,8 @@ async def start_server(
                            bandwidth=bandwidth, receiving=lambda: receive.receiving)
         transfers = TransferService(transfer_store, destinations, manifests, events,
                                     sandboxes=sandboxes, metrics=transfer_metrics,
-                                    bandwidth=bandwidth, receiving=lambda: receive.receiving)
+                                    bandwidth=bandwidth, receiving=lambda: receive.receiving,
+                                    retry_timeout=config.transfer_retry_timeout)
         transfer_metrics.watch(
             lambda: [("outgoing", *c) for c in transfer_store.active_counts()]
             + [("incoming", *c) for c in incoming_store.active_counts()],

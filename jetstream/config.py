@@ -170,6 +170,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_idle_timeout", _positive_float, 15.0, "Seconds without a packet from the "
             "peer before a data channel is given up (the transfer then retries).",
             metavar="SECONDS"),
+    Setting("transfer_retry_timeout", _positive_float, 900.0, "How long a transfer keeps "
+            "retrying, with pauses growing to a minute, while its peer cannot be reached; "
+            "it fails after that long without progress.", metavar="SECONDS"),
     Setting("max_outgoing_rate", _rate, None, "Cap on all data this server sends, in bit/s "
             "(e.g. 500m); given at start-up it cannot be changed through the API. 0: none.",
             metavar="RATE"),
@@ -230,6 +233,7 @@ class ServerConfig:
     allow_plaintext_peers: bool = False
     sandbox_dir: tuple[str, ...] = ()
     data_idle_timeout: float = 15.0
+    transfer_retry_timeout: float = 900.0
     max_outgoing_rate: int | None = None
     max_incoming_rate: int | None = None
     bandwidth_borrowing: bool | None = None

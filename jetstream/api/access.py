@@ -132,8 +132,8 @@ RULES: dict[str, Rule] = {
     _V1 + "PeerService/OpenReceiveSession": Rule(
         Who.USER, True, VIEW + "; files written as the user", (PUSH,)),
     _V1 + "PeerService/QueryReceivedState": Rule(Who.USER, True, "own incoming transfers",
-                                                 ("tests/transfers/test_resume.py::"
-                                                  "test_kill_9_midway_resumes_from_checkpoint",)),
+                                                 ("tests/faults/test_kill_loop.py::"
+                                                  "test_kill_9_at_random_points_of_one_transfer",)),
     _V1 + "PeerService/CompleteReceiveSession": Rule(Who.USER, True, "own sessions", (PUSH,)),
     _V1 + "PeerService/OpenSendSession": Rule(Who.USER, False, VIEW + "; files read as the user",
                                               (PULL,)),

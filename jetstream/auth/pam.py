@@ -120,16 +120,17 @@ class PamAuthenticator:
 
 
 class _Lanes:
-    """At most `slots` checks at a time, at most half of them for suspect addresses; waiters
-    are admitted by standing (trusted, unknown, suspect), each lane in arrival order.
+    """At most `slots` checks at a time, at most a quarter of them (at least one) for suspect
+    addresses; waiters are admitted by standing (trusted, unknown, suspect), each lane in
+    arrival order.
 
-    Why half: a password check is CPU (yescrypt), so guesses may use only part of the
-    machine, and a user's check never waits for a slot nor shares the cores with a full
-    set of guesses."""
+    Why a quarter: a password check is CPU (yescrypt, ~40 ms), so guesses may use only part
+    of the machine, and a user's check neither waits for a slot nor shares the cores with a
+    full set of guesses."""
 
     def __init__(self, slots: int) -> None:
         self._free = slots
-        self._suspect_free = max(1, slots // 2)
+        self._suspect_free = max(1, slots // 4)
         self._waiting: tuple[deque[asyncio.Future[None]], ...] = tuple(
             deque() for _ in Standing)
 

@@ -54,8 +54,17 @@ from jetstream.transfers.store import FileRecord, FileRow, TransferStore
 log = logging.getLogger(__name__)
 
 DEFAULT_PRIORITY = 100
-MAX_ATTEMPTS = 5
 PERSIST_EVERY = 1.0
+MAX_RETRY_DELAY = 60.0
+
+
+@dataclass(frozen=True)
+class _Outage:
+    """Failed attempts in a row of one transfer, since its bytes last moved."""
+
+    since: float
+    failures: int
+    bytes_done: int
 
 
 class UpdateKind(StrEnum):
@@ -107,9 +116,12 @@ class TransferService:
         metrics: TransferMetrics | None = None,
         bandwidth: BandwidthService | None = None,
         receiving: Callable[[], bool] = lambda: False,
+        retry_timeout: float = 900.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._retry_timeout = retry_timeout
+        self._outages: dict[str, _Outage] = {}
         self._bandwidth = bandwidth
         self._receiving = receiving
         self._metrics = metrics or TransferMetrics()
@@ -251,6 +263,7 @@ class TransferService:
         if transfer.state not in (TransferState.PAUSED, TransferState.FAILED):
             raise FailedPrecondition(f"transfers/{transfer_id} is {transfer.state.value}")
         self._not_before.pop(transfer_id, None)
+        self._outages.pop(transfer_id, None)
         resumed = self._change(replace(transfer, error=None, attempt_count=0),
                                TransferState.QUEUED, "resumed by " + caller.username)
         self._wake.set()
@@ -409,14 +422,25 @@ class TransferService:
             self._wake.set()
 
     def _retry_or_fail(self, transfer_id: str, failure: Failure) -> None:
+        """Retry with growing pauses while the peer has been unreachable for less than the
+        retry timeout: a network outage or a restarting peer must not fail a transfer,
+        while one that never comes back does, in bounded time."""
         transfer = self._store.get(transfer_id)
         if transfer is None or transfer.state is not TransferState.RUNNING:
             return
-        if transfer.attempt_count >= MAX_ATTEMPTS:
-            self._finish(transfer, TransferState.FAILED, failure)
+        now, done = self._clock(), transfer.progress.bytes_done
+        outage = self._outages.get(transfer_id)
+        if outage is None or done > outage.bytes_done:  # it moved since: a new outage
+            outage = _Outage(now, 0, done)
+        if now - outage.since >= self._retry_timeout:
+            self._outages.pop(transfer_id, None)
+            self._finish(transfer, TransferState.FAILED, Failure(
+                failure.reason, f"{failure.message} (retried for {now - outage.since:.0f} s)"))
             return
-        delay = min(2.0 ** transfer.attempt_count, 60.0)
-        self._not_before[transfer_id] = self._clock() + delay
+        outage = replace(outage, failures=outage.failures + 1)
+        self._outages[transfer_id] = outage
+        delay = min(2.0 ** outage.failures, MAX_RETRY_DELAY)
+        self._not_before[transfer_id] = now + delay
         self._change(transfer, TransferState.QUEUED,
                      f"{failure.message}; retrying in {delay:.0f} s")
 
@@ -426,6 +450,7 @@ class TransferService:
             self._finish(transfer, TransferState.FAILED, failure)
 
     def _finish(self, transfer: Transfer, state: TransferState, failure: Failure | None) -> None:
+        self._outages.pop(transfer.id, None)
         now = self._clock()
         done = replace(transfer, state=state, error=failure, ended_at=now, updated_at=now,
                        status_message=failure.message if failure else state.value)

@@ -34,9 +34,9 @@ def test_waiters_go_by_standing_and_each_lane_keeps_its_order():
     assert asyncio.run(main()) == ["t1", "t2", "u1", "u2", "s1", "s2"]
 
 
-def test_suspect_addresses_hold_at_most_half_the_slots():
+def test_suspect_addresses_hold_at_most_a_quarter_of_the_slots():
     async def main() -> tuple[int, int]:
-        lanes = _Lanes(4)
+        lanes = _Lanes(8)
         hold = asyncio.Event()
         running = {"suspect": 0, "peak": 0}
 
@@ -60,12 +60,12 @@ def test_suspect_addresses_hold_at_most_half_the_slots():
         await asyncio.gather(*guesses)
         return running["peak"], lanes._free
 
-    assert asyncio.run(main()) == (2, 4)
+    assert asyncio.run(main()) == (2, 8)
 
 
 def test_a_cancelled_waiter_gives_back_nothing_it_did_not_take():
     async def main() -> int:
-        lanes = _Lanes(2)
+        lanes = _Lanes(4)
         hold = asyncio.Event()
 
         async def user(standing: Standing) -> None:
@@ -81,4 +81,4 @@ def test_a_cancelled_waiter_gives_back_nothing_it_did_not_take():
         await asyncio.gather(*running, *waiting, return_exceptions=True)
         return lanes._free, lanes._suspect_free
 
-    assert asyncio.run(main()) == (2, 1)
+    assert asyncio.run(main()) == (4, 1)
