@@ -74,12 +74,17 @@ class Server:
     udp_sockets: list[socket.socket] = field(default_factory=list)
     local: LocalSocket | None = None
     pool: ChannelPool | None = None
+    stopped: bool = False
 
     @property
     def api_port(self) -> int:
         return self.api.port
 
     async def stop(self) -> None:
+        """Idempotent: a second call (a test's, a signal's) finds nothing left to release."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.api.stop(self.config.shutdown_grace)
         if self.local is not None:
             await self.local.stop()
