@@ -140,7 +140,7 @@ async def start_server(
         files = UserFS()
         sandboxes = Sandboxes(SandboxRules(config.sandbox_dir), db=db, events=events)
         manifests = ManifestService(db, files, sandboxes)
-        manifests.recover()
+        await manifests.recover()
         pool = ChannelPool()
         destinations = DestinationService(
             db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers,

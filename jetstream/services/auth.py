@@ -73,6 +73,17 @@ class Caller:
     def is_superuser(self) -> bool:
         return self.principal.is_superuser
 
+    @classmethod
+    def acting_as(cls, principal: Principal, *, why: str, now: float,
+                  allowed_paths: tuple[str, ...] = (), read_only: bool = False) -> Caller:
+        """A caller the server makes to do work for `principal` with nobody calling (a pull's
+        local side, a scan resumed after a restart), limited like the credentials that
+        asked for the work."""
+        record = TokenRecord(token_id="", username=principal.username, kind=TokenKind.SESSION,
+                             description=why, allowed_paths=allowed_paths,
+                             read_only=read_only, created_at=now, expires_at=now)
+        return cls(record, "", principal)
+
     def require_superuser(self) -> None:
         if not self.is_superuser:
             raise PermissionDenied("only a superuser may do this")

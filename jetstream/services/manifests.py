@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from jetstream.auth.principal import lookup_principal
 from jetstream.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -175,23 +176,46 @@ class ManifestService:
             raise AlreadyExists(f"manifests/{manifest_id} exists already")
         manifest = Manifest(manifest_id, caller.username, spec, labels=labels,
                             created_at=self._clock())
+        scope = {"allowed_paths": list(caller.token.allowed_paths),
+                 "read_only": caller.token.read_only}
         self._db.execute(
-            "INSERT INTO manifests (id, owner, spec, state, labels, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO manifests (id, owner, spec, state, labels, created_at, scope)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (manifest.id, manifest.owner, spec.to_json(), manifest.state.value,
-             json.dumps(labels), manifest.created_at),
+             json.dumps(labels), manifest.created_at, json.dumps(scope)),
         )
-        self._done[manifest_id] = asyncio.Event()
-        self._builds[manifest_id] = asyncio.create_task(self._build(caller, manifest))
+        self._start_build(caller, manifest)
         return manifest
 
-    def recover(self) -> None:
-        """After a restart, scans that were running will never finish: say so."""
-        self._db.execute(
-            "UPDATE manifests SET state = 'error', error = ?, completed_at = ?"
-            " WHERE state = 'pending'",
-            ("the server restarted while scanning; create the manifest again", self._clock()),
-        )
+    def _start_build(self, caller: Caller, manifest: Manifest) -> None:
+        self._done[manifest.id] = asyncio.Event()
+        self._builds[manifest.id] = asyncio.create_task(self._build(caller, manifest))
+
+    async def recover(self) -> None:
+        """Scan again what a stop or a crash interrupted, as its owner and within the limits
+        of the credentials that asked for it: transfers waiting for it go on."""
+        rows = self._db.query("SELECT * FROM manifests WHERE state = 'pending'")
+        for row in rows:
+            manifest, scope = _manifest(row), json.loads(row["scope"])
+            with self._db.transaction() as conn:
+                conn.execute("DELETE FROM manifest_entries WHERE manifest_id = ?",
+                             (manifest.id,))
+                conn.execute("UPDATE manifests SET file_count = 0, dir_count = 0,"
+                             " total_bytes = 0, skipped_count = 0, skipped_examples = '[]'"
+                             " WHERE id = ?", (manifest.id,))
+            try:
+                principal = await asyncio.to_thread(lookup_principal, manifest.owner)
+            except NotFound:
+                self._db.execute(
+                    "UPDATE manifests SET state = 'error', error = ?, completed_at = ?"
+                    " WHERE id = ?", (f"its owner {printable(manifest.owner)} no longer exists",
+                                      self._clock(), manifest.id))
+                continue
+            caller = Caller.acting_as(
+                principal, why="scan resumed after a restart", now=self._clock(),
+                allowed_paths=tuple(scope.get("allowed_paths", ())),
+                read_only=bool(scope.get("read_only", False)))
+            self._start_build(caller, manifest)
 
     def peek(self, manifest_id: str) -> Manifest | None:
         """The manifest whoever owns it (for the transfer scheduler, not for callers)."""
@@ -258,28 +282,25 @@ class ManifestService:
         await asyncio.gather(*self._builds.values(), return_exceptions=True)
 
     async def _build(self, caller: Caller, manifest: Manifest) -> None:
+        """Scan and store the entries. Cancelled (the server stops), the manifest stays
+        PENDING and `recover` scans it again at the next start."""
         counts = _Counts()
         batch: list[ManifestEntry] = []
-        state, error = ManifestState.COMPLETE, ""
         try:
-            async for entry in self._scan(caller, manifest.spec, counts):
-                batch.append(entry)
-                if len(batch) >= BATCH:
-                    self._flush(manifest.id, batch, counts)
-        except JetstreamError as exc:
-            state, error = ManifestState.ERROR, str(exc)
-        except asyncio.CancelledError:
-            state, error = ManifestState.ERROR, "the server stopped while scanning"
-            raise
-        finally:
             try:
+                async for entry in self._scan(caller, manifest.spec, counts):
+                    batch.append(entry)
+                    if len(batch) >= BATCH:
+                        self._flush(manifest.id, batch, counts)
                 self._flush(manifest.id, batch, counts)
+                state, error = ManifestState.COMPLETE, ""
             except JetstreamError as exc:
                 state, error = ManifestState.ERROR, str(exc)
             self._db.execute(
                 "UPDATE manifests SET state = ?, error = ?, completed_at = ? WHERE id = ?",
                 (state.value, error, self._clock(), manifest.id),
             )
+        finally:
             self._builds.pop(manifest.id, None)
             self._done.pop(manifest.id, asyncio.Event()).set()
 

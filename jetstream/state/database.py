@@ -194,6 +194,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE manifests ADD COLUMN skipped_examples TEXT NOT NULL DEFAULT '[]';
     """,
+    # The limits of the credentials that asked for a manifest, to scan it again within them
+    # after a restart ({"allowed_paths": [...], "read_only": bool}).
+    """
+    ALTER TABLE manifests ADD COLUMN scope TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from jetstream.auth.principal import lookup_principal
-from jetstream.auth.sessions import TokenKind, TokenRecord
 from jetstream.client.remote import RemoteServer
 from jetstream.errors import FailedPrecondition, JetstreamError, NotFound, Unavailable
 from jetstream.services.auth import Caller
@@ -238,8 +237,4 @@ class PullJob:
 async def _owner(username: str) -> Caller:
     """The transfer's owner with their own rights (the API checked the creator's token)."""
     principal = await asyncio.to_thread(lookup_principal, username)
-    now = time.time()
-    token = TokenRecord(token_id="", username=username, kind=TokenKind.SESSION,
-                        description="pull transfer", allowed_paths=(), read_only=False,
-                        created_at=now, expires_at=now)
-    return Caller(token, "", principal)
+    return Caller.acting_as(principal, why="pull transfer", now=time.time())
