@@ -18,6 +18,7 @@ from jetstream.api.servicers.manifests import ManifestServicer
 from jetstream.api.servicers.peer import PeerServicer
 from jetstream.api.servicers.server import ServerServicer
 from jetstream.api.servicers.transfers import TransferServicer
+from jetstream.api.servicers.triggers import TriggerServicer
 from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
@@ -32,6 +33,7 @@ from jetstream.tls import TlsIdentity
 from jetstream.transfers.peer import ReceiveService
 from jetstream.transfers.sendsessions import SendService
 from jetstream.transfers.service import TransferService
+from jetstream.triggers.listing import TriggerListing
 from jetstream.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -47,6 +49,8 @@ from jetstream.v1 import (
     server_pb2_grpc,
     transfers_pb2,
     transfers_pb2_grpc,
+    triggers_pb2,
+    triggers_pb2_grpc,
 )
 
 #: Callable without credentials: what a client needs before it can log in.
@@ -75,6 +79,7 @@ class ApiServices:
     events: EventQueries | None = None
     local: LocalSocket | None = None
     """The local Unix socket (api/localsocket.py), if enabled."""
+    triggers: TriggerListing | None = None
 
 
 @dataclass
@@ -125,6 +130,9 @@ async def build_api_server(
     )
     peer_pb2_grpc.add_PeerServiceServicer_to_server(
         PeerServicer(services.receive, services.send), server)
+    if services.triggers is not None:
+        triggers_pb2_grpc.add_TriggerServiceServicer_to_server(
+            TriggerServicer(services.triggers), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -137,6 +145,8 @@ async def build_api_server(
         peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
         *([files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name]
           if services.files is not None else []),
+        *([triggers_pb2.DESCRIPTOR.services_by_name["TriggerService"].full_name]
+          if services.triggers is not None else []),
     ]
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
