@@ -55,6 +55,8 @@ from jetstream.transport.endpoint import DataEndpoint
 from jetstream.transport.sockets import bind_udp
 from jetstream.triggers.listing import TriggerListing
 from jetstream.triggers.runner import TriggerRunner, TriggerSettings
+from jetstream.watches.service import WatchService
+from jetstream.watches.store import WatchStore
 
 log = logging.getLogger("jetstream.server")
 
@@ -82,6 +84,7 @@ class Server:
     pool: ChannelPool | None = None
     triggers: TriggerRunner | None = None
     watcher: DirWatcher | None = None
+    watches: WatchService | None = None
 
     @property
     def api_port(self) -> int:
@@ -91,6 +94,8 @@ class Server:
         await self.api.stop(self.config.shutdown_grace)
         if self.local is not None:
             await self.local.stop()
+        if self.watches is not None:
+            await self.watches.close()
         await self.transfers.stop()
         await self.receive.close()
         await self.send.close()
@@ -190,6 +195,8 @@ async def start_server(
                                receive)
             return PushJob(transfer, report, record, sender)
 
+        watches = WatchService(WatchStore(db), transfers, transfer_store, destinations,
+                               sandboxes, files, watcher, events)
         transfers.start(job)
         services = ApiServices(
             info=info,
@@ -204,6 +211,7 @@ async def start_server(
             sandboxes=sandboxes,
             events=EventQueries(db),
             triggers=TriggerListing(triggers, EventQueries(db)),
+            watches=watches,
             local=(None if config.api_socket is None
                    else LocalSocket(config.api_socket, auth.local_caller)),
         )
@@ -219,7 +227,8 @@ async def start_server(
     triggers.start()
     server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
                     send, receive_endpoint, udp_sockets, services.local, pool, triggers,
-                    watcher)
+                    watcher, watches)
+    watches.begin()
     metrics_port = None
     if metrics is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)

@@ -19,6 +19,7 @@ from jetstream.api.servicers.peer import PeerServicer
 from jetstream.api.servicers.server import ServerServicer
 from jetstream.api.servicers.transfers import TransferServicer
 from jetstream.api.servicers.triggers import TriggerServicer
+from jetstream.api.servicers.watches import WatchServicer
 from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
@@ -51,7 +52,10 @@ from jetstream.v1 import (
     transfers_pb2_grpc,
     triggers_pb2,
     triggers_pb2_grpc,
+    watches_pb2,
+    watches_pb2_grpc,
 )
+from jetstream.watches.service import WatchService
 
 #: Callable without credentials: what a client needs before it can log in.
 PUBLIC_METHODS = frozenset(
@@ -80,6 +84,7 @@ class ApiServices:
     local: LocalSocket | None = None
     """The local Unix socket (api/localsocket.py), if enabled."""
     triggers: TriggerListing | None = None
+    watches: WatchService | None = None
 
 
 @dataclass
@@ -133,6 +138,9 @@ async def build_api_server(
     if services.triggers is not None:
         triggers_pb2_grpc.add_TriggerServiceServicer_to_server(
             TriggerServicer(services.triggers), server)
+    if services.watches is not None:
+        watches_pb2_grpc.add_WatchServiceServicer_to_server(
+            WatchServicer(services.watches), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -147,6 +155,8 @@ async def build_api_server(
           if services.files is not None else []),
         *([triggers_pb2.DESCRIPTOR.services_by_name["TriggerService"].full_name]
           if services.triggers is not None else []),
+        *([watches_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name]
+          if services.watches is not None else []),
     ]
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -217,6 +217,19 @@ class AuthService:
         return record
 
 
+async def acting_as(username: str, description: str, allowed_paths: tuple[str, ...] = ()
+                    ) -> Caller:
+    """`username` with their own rights (never a superuser's), for work the server does for
+    them without a call in progress (a pull's job, a watch folder's batches). `allowed_paths`:
+    the limits of the credentials that ordered the work."""
+    principal = await asyncio.to_thread(lookup_principal, username)
+    now = time.time()
+    token = TokenRecord(token_id="", username=username, kind=TokenKind.SESSION,
+                        description=description, allowed_paths=allowed_paths, read_only=False,
+                        created_at=now, expires_at=now)
+    return Caller(token, "", principal)
+
+
 def _group_name(gid: int) -> str:
     try:
         return grp.getgrgid(gid).gr_name

@@ -209,6 +209,8 @@ MIGRATIONS: tuple[str, ...] = (
         priority         INTEGER NOT NULL,
         allowed_paths    TEXT NOT NULL DEFAULT '[]',
         labels           TEXT NOT NULL DEFAULT '{}',
+        files_delivered  INTEGER NOT NULL DEFAULT 0,
+        bytes_delivered  INTEGER NOT NULL DEFAULT 0,
         created_at       REAL NOT NULL
     ) STRICT;
     CREATE INDEX watches_by_owner ON watches (owner, created_at);
