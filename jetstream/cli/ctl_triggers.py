@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jetstream.cli.ctl_base import common_options, out, settings
+from jetstream.cli.ctl_base import common_options, list_all, out, settings
 from jetstream.cli.ctl_connect import connect
 from jetstream.cli.output import as_dict, duration_seconds, enum_label, human_time, table
 from jetstream.v1 import triggers_pb2
@@ -25,8 +25,10 @@ def triggers_ls() -> None:
     """
     with connect(settings()) as conn:
         reply = conn.call(conn.triggers.ListTriggers, triggers_pb2.ListTriggersRequest())
+        found = list_all(conn, conn.triggers.ListTriggers, triggers_pb2.ListTriggersRequest(),
+                         "triggers", 0)
     rows = []
-    for t in reply.triggers:
+    for t in found:
         run = t.last_run
         last = "-"
         if t.HasField("last_run"):
@@ -37,6 +39,6 @@ def triggers_ls() -> None:
         event = t.event if t.known_event else f"{t.event} (unknown event)"
         rows.append((event, t.path, "ok" if t.runnable else "refused", last, t.problem or "-"))
     out().result({"directory": reply.directory, "log_file": reply.log_file,
-                  "triggers": [as_dict(t) for t in reply.triggers]},
+                  "triggers": [as_dict(t) for t in found]},
                  table(["event", "script", "state", "last run", "problem"], rows)
                  if rows else f"No trigger scripts in {reply.directory}.")

@@ -34,4 +34,4 @@ class TriggerListing:
         caller.require_superuser()
         runs = self._queries.latest_by(RUN_PREFIX, "script")
         return [TriggerInfo(script, script.event in BY_NAME, runs.get(str(script.path)))
-                for script in self._runner.scripts()]
+                for script in sorted(self._runner.scripts(), key=lambda s: str(s.path))]

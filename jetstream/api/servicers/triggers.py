@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grpc import aio
 
-from jetstream.api import convert
+from jetstream.api import convert, paging
 from jetstream.api.convert_admin import EVENT_PREFIX
 from jetstream.api.interceptors import current_caller
 from jetstream.triggers.listing import TriggerInfo, TriggerListing
@@ -26,11 +26,14 @@ class TriggerServicer(triggers_pb2_grpc.TriggerServiceServicer):
     async def ListTriggers(
         self, request: T.ListTriggersRequest, context: Context
     ) -> T.ListTriggersResponse:
-        found = self._listing.list(current_caller())
+        limit = paging.page_size(request.page_size)
+        after = paging.decode_token(request.page_token, {})
+        found = [t for t in self._listing.list(current_caller()) if str(t.script.path) > after]
+        page, token = paging.cut(found[:limit + 1], limit, lambda t: str(t.script.path), {})
         runner = self._listing.runner
-        return T.ListTriggersResponse(triggers=[_trigger(t) for t in found],
+        return T.ListTriggersResponse(triggers=[_trigger(t) for t in page],
                                       directory=str(runner.directory),
-                                      log_file=str(runner.log_file))
+                                      log_file=str(runner.log_file), next_page_token=token)
 
 
 def _trigger(info: TriggerInfo) -> T.Trigger:
