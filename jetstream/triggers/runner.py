@@ -143,12 +143,16 @@ class TriggerRunner:
         return catalog.fires_scripts(kind) and kind in self._scripts
 
     def heard(self, event: Event) -> None:
+        try:
+            here = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # recorded on a worker thread
+            here = False
         for script in self._scripts.get(event.kind, ()):
             run = _Run(script, event)
-            if asyncio.get_running_loop() is not self._loop:  # recorded on another thread
-                self._loop.call_soon_threadsafe(self._enqueue, run)
-            else:
+            if here:
                 self._enqueue(run)
+            else:
+                self._loop.call_soon_threadsafe(self._enqueue, run)
 
     def _enqueue(self, run: _Run) -> None:
         try:

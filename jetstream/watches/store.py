@@ -53,14 +53,15 @@ class WatchStore:
                     files: Sequence[tuple[str, int, int]], now: float) -> None:
         """(path, size, mtime_ns) of each file now SENDING in `transfer_id`, in one commit
         (written before the transfer exists: a crash in between is found at the next start
-        and the files are sent again)."""
+        and the files are sent again). A new version of a file starts its attempts anew."""
         with self._db.transaction() as conn:
             conn.executemany(
                 "INSERT INTO watch_files (watch_id, path, size, mtime_ns, state, transfer_id,"
                 " updated_at) VALUES (?, ?, ?, ?, 'sending', ?, ?) ON CONFLICT (watch_id, path)"
-                " DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
-                " state = 'sending', transfer_id = excluded.transfer_id, error = '',"
-                " updated_at = excluded.updated_at",
+                " DO UPDATE SET attempts = iif(size = excluded.size AND mtime_ns ="
+                " excluded.mtime_ns, attempts, 0), size = excluded.size,"
+                " mtime_ns = excluded.mtime_ns, state = 'sending',"
+                " transfer_id = excluded.transfer_id, error = '', updated_at = excluded.updated_at",
                 [(watch_id, path, size, mtime, transfer_id, now) for path, size, mtime in files])
 
     def batch(self, transfer_id: str) -> list[WatchedFile]:

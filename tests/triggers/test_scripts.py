@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from jetstream.triggers import catalog
 from jetstream.triggers.scripts import check, find_scripts
@@ -71,3 +72,14 @@ def test_environment_names_and_arguments_follow_the_catalog():
     names = [t.name for t in catalog.EVENT_TYPES]
     assert len(names) == len(set(names))
     assert not any(name.startswith(catalog.RUN_PREFIX) for name in names)
+
+
+def test_docs_describe_every_event_with_its_arguments():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "triggers.md").read_text()
+    for event in catalog.EVENT_TYPES:
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{event.name}` |")),
+                   None)
+        assert row is not None, f"docs/triggers.md has no row for {event.name}"
+        arguments = row.split("|")[3]
+        positions = [arguments.find(name) for name in event.arguments]
+        assert -1 not in positions and positions == sorted(positions), (event.name, row)
