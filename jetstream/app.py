@@ -39,6 +39,7 @@ from jetstream.services.sandboxes import Sandboxes
 from jetstream.services.server_info import ServerInfoService
 from jetstream.state.database import Database
 from jetstream.state.identity import load_identity
+from jetstream.storage.dirwatch import DirWatcher
 from jetstream.storage.sandbox import SandboxRules
 from jetstream.storage.userfs import UserFS
 from jetstream.tls import TlsIdentity, load_tls_identity
@@ -52,8 +53,15 @@ from jetstream.transfers.service import Job, TransferService
 from jetstream.transfers.store import FileRecord, TransferStore
 from jetstream.transport.endpoint import DataEndpoint
 from jetstream.transport.sockets import bind_udp
+from jetstream.triggers.listing import TriggerListing
+from jetstream.triggers.runner import TriggerRunner, TriggerSettings
+from jetstream.watches.service import WatchService
+from jetstream.watches.store import WatchStore
 
 log = logging.getLogger("jetstream.server")
+
+TRIGGER_LOG = "triggers.log"
+"""The trigger log's name in the state directory, unless --trigger-log says otherwise."""
 
 
 @dataclass
@@ -74,6 +82,9 @@ class Server:
     udp_sockets: list[socket.socket] = field(default_factory=list)
     local: LocalSocket | None = None
     pool: ChannelPool | None = None
+    triggers: TriggerRunner | None = None
+    watcher: DirWatcher | None = None
+    watches: WatchService | None = None
     stopped: bool = False
 
     @property
@@ -88,6 +99,8 @@ class Server:
         await self.api.stop(self.config.shutdown_grace)
         if self.local is not None:
             await self.local.stop()
+        if self.watches is not None:
+            await self.watches.close()
         await self.transfers.stop()
         await self.receive.close()
         await self.send.close()
@@ -100,7 +113,11 @@ class Server:
             sock.close()
         if self.metrics is not None:
             self.metrics.stop()
-        self.events.record("server.stopped", "server stopped", now=time.time())
+        self.events.record("shutdown", "server stopping", now=time.time())
+        if self.triggers is not None:
+            await self.triggers.close()
+        if self.watcher is not None:
+            self.watcher.close()
         self.events.flush()
         self.db.close()
 
@@ -110,9 +127,15 @@ async def start_server(
 ) -> Server:
     """Start every component; `authenticator` replaces PAM only where PAM cannot run."""
     db = Database(config.persistent_state_dir)
+    watcher: DirWatcher | None = None
     try:
         identity = load_identity(db)
         events = EventLog(db)
+        watcher = DirWatcher()
+        triggers = TriggerRunner(TriggerSettings(
+            config.trigger_dir, config.trigger_log or config.persistent_state_dir / TRIGGER_LOG,
+            timeout=config.trigger_timeout, concurrency=config.trigger_concurrency),
+            events, watcher)
         tls = _api_tls(config)
         metrics = None if config.disable_telemetry else Metrics()
         udp_sockets = [bind_udp(config.recv_host, port) for port in config.recv_port]
@@ -144,7 +167,7 @@ async def start_server(
         pool = ChannelPool()
         destinations = DestinationService(
             db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers,
-            connector=pool.connect,
+            connector=pool.connect, events=events,
         )
         datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
                                         keep_alive_interval=config.data_idle_timeout / 3)
@@ -153,7 +176,7 @@ async def start_server(
         incoming_store, transfer_store = IncomingStore(db), TransferStore(db)
         bandwidth = BandwidthService(db, _fixed_bandwidth(config))
         receive = ReceiveService(incoming_store, files, sandboxes, receive_endpoint,
-                                 metrics=transfer_metrics, bandwidth=bandwidth,
+                                 events=events, metrics=transfer_metrics, bandwidth=bandwidth,
                                  sending=lambda: transfers.sending or send.sending)
         send = SendService(manifests, files, sandboxes, receive_endpoint, events,
                            datachannel=datachannel, metrics=transfer_metrics,
@@ -179,6 +202,8 @@ async def start_server(
                                receive)
             return PushJob(transfer, report, record, sender)
 
+        watches = WatchService(WatchStore(db), transfers, transfer_store, destinations,
+                               sandboxes, files, watcher, events)
         transfers.start(job)
         services = ApiServices(
             info=info,
@@ -192,6 +217,8 @@ async def start_server(
             files=FileService(files, sandboxes),
             sandboxes=sandboxes,
             events=EventQueries(db, events),
+            triggers=TriggerListing(triggers, EventQueries(db, events)),
+            watches=watches,
             local=(None if config.api_socket is None
                    else LocalSocket(config.api_socket, auth.local_caller)),
         )
@@ -200,18 +227,25 @@ async def start_server(
             await services.local.stop()
             services = replace(services, local=None)
     except BaseException:
+        if watcher is not None:
+            watcher.close()
         db.close()
         raise
+    triggers.start()
     server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
-                    send, receive_endpoint, udp_sockets, services.local, pool)
+                    send, receive_endpoint, udp_sockets, services.local, pool, triggers,
+                    watcher, watches)
+    watches.begin()
     metrics_port = None
     if metrics is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
     info.api_port = api.port
     events.record(
-        "server.started",
+        "launch",
         f"jetstream {__version__} started (server uid {identity.server_uid})",
         now=time.time(),
+        attributes={"apiPort": str(api.port), "serverUid": identity.server_uid,
+                    "version": __version__},
     )
     log.info(
         "ready: api %s:%d, data udp %s, metrics %s",

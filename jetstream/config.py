@@ -41,6 +41,13 @@ def _integer(value: Any) -> int:
         raise ValueError(f"must be a whole number, not {value!r}") from None
 
 
+def _count(value: Any) -> int:
+    number = _integer(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
 def _positive_float(value: Any) -> float:
     try:
         number = float(value)
@@ -194,8 +201,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Directory for the state database and keys (created with mode 0700).",
             metavar="DIR"),
     Setting("trigger_dir", _absolute_path, Path("/var/lib/jetstream/triggers"),
-            "Directory of scripts run on transfer events, named after the event.",
-            metavar="DIR"),
+            "Directory of scripts run on events, named after the event (docs/triggers.md); "
+            "read again whenever it changes.", metavar="DIR"),
+    Setting("trigger_log", _optional_path, None, "File the output of trigger scripts goes "
+            "to; default: triggers.log in the state directory.", metavar="FILE"),
+    Setting("trigger_timeout", _positive_float, 60.0, "Seconds a trigger script may run "
+            "before its process group is killed.", metavar="SECONDS"),
+    Setting("trigger_concurrency", _count, 4, "Trigger scripts run at the same time at "
+            "most; later runs wait in a bounded queue.", metavar="N"),
     Setting("disable_telemetry", _boolean, False,
             "Turn the Prometheus metrics endpoint off. jetstream never sends telemetry anywhere."),
     Setting("metrics_host", _host, "127.0.0.1", "Address of the Prometheus metrics endpoint.",
@@ -241,6 +254,9 @@ class ServerConfig:
     recv_host: str = "0.0.0.0"
     persistent_state_dir: Path = Path("/var/lib/jetstream/state")
     trigger_dir: Path = Path("/var/lib/jetstream/triggers")
+    trigger_log: Path | None = None
+    trigger_timeout: float = 60.0
+    trigger_concurrency: int = 4
     disable_telemetry: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9886

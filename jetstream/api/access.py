@@ -60,6 +60,9 @@ PUSH = "tests/transfers/test_push.py::test_push_a_tree_arrives_identical"
 PULL = "tests/transfers/test_pull.py::test_pull_of_an_unreadable_file_fails_naming_it"
 CONTROL = "tests/transfers/test_failures.py::test_pause_resume_and_cancel_a_running_transfer"
 SOURCES = "tests/transfers/test_sources.py::test_list_sources_after_pushes"
+WATCHES = "tests/watches/test_watch_api.py::test_who_may_do_what_and_refused_input"
+TRIGGERS = ("tests/triggers/test_triggers.py::"
+            "test_each_event_fires_its_script_with_the_documented_arguments")
 TRANSFER_SCOPE = "tests/transfers/test_ownership.py::test_transfers_of_others_are_not_found"
 
 _V1 = "/jetstream.v1."
@@ -138,6 +141,15 @@ RULES: dict[str, Rule] = {
     _V1 + "PeerService/OpenSendSession": Rule(Who.USER, False, VIEW + "; files read as the user",
                                               (PULL,)),
     _V1 + "PeerService/CompleteSendSession": Rule(Who.USER, False, "own sessions", (PULL,)),
+    # WatchService
+    _V1 + "WatchService/CreateWatch": Rule(
+        Who.USER, True, VIEW + "; the caller's own destinations; files sent (and deleted or "
+        "moved) as the user", (WATCHES,)),
+    _V1 + "WatchService/GetWatch": Rule(Who.USER, False, OWN, (WATCHES,)),
+    _V1 + "WatchService/ListWatches": Rule(Who.USER, False, LISTS, (WATCHES,)),
+    _V1 + "WatchService/DeleteWatch": Rule(Who.USER, True, OWN, (WATCHES,)),
+    # TriggerService
+    _V1 + "TriggerService/ListTriggers": Rule(Who.SUPERUSER, False, "", (TRIGGERS,)),
     # RelayService: served by `jetstream relay_server` to the servers it trusts.
     _V1 + "RelayService/Register": Rule(Who.RELAY_PEER, False, "see docs/relay.md", ()),
     _V1 + "RelayService/Control": Rule(Who.RELAY_PEER, False, "its own registration", ()),

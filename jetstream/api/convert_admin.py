@@ -63,6 +63,7 @@ def event(e: Event) -> server_pb2.Event:
         type=e.kind,
         message=e.message,
         username=e.username,
+        attributes=e.attributes,
     )
     if e.subject.startswith(("transfers/", "incomingTransfers/")):
         message.transfer = e.subject

@@ -18,6 +18,8 @@ from jetstream.api.servicers.manifests import ManifestServicer
 from jetstream.api.servicers.peer import PeerServicer
 from jetstream.api.servicers.server import ServerServicer
 from jetstream.api.servicers.transfers import TransferServicer
+from jetstream.api.servicers.triggers import TriggerServicer
+from jetstream.api.servicers.watches import WatchServicer
 from jetstream.config import ServerConfig
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
@@ -32,6 +34,7 @@ from jetstream.tls import TlsIdentity
 from jetstream.transfers.peer import ReceiveService
 from jetstream.transfers.sendsessions import SendService
 from jetstream.transfers.service import TransferService
+from jetstream.triggers.listing import TriggerListing
 from jetstream.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -47,7 +50,12 @@ from jetstream.v1 import (
     server_pb2_grpc,
     transfers_pb2,
     transfers_pb2_grpc,
+    triggers_pb2,
+    triggers_pb2_grpc,
+    watches_pb2,
+    watches_pb2_grpc,
 )
+from jetstream.watches.service import WatchService
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class ApiServices:
     events: EventQueries | None = None
     local: LocalSocket | None = None
     """The local Unix socket (api/localsocket.py), if enabled."""
+    triggers: TriggerListing | None = None
+    watches: WatchService | None = None
 
 
 @dataclass
@@ -117,6 +127,12 @@ async def build_api_server(
     )
     peer_pb2_grpc.add_PeerServiceServicer_to_server(
         PeerServicer(services.receive, services.send), server)
+    if services.triggers is not None:
+        triggers_pb2_grpc.add_TriggerServiceServicer_to_server(
+            TriggerServicer(services.triggers), server)
+    if services.watches is not None:
+        watches_pb2_grpc.add_WatchServiceServicer_to_server(
+            WatchServicer(services.watches), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -129,6 +145,10 @@ async def build_api_server(
         peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
         *([files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name]
           if services.files is not None else []),
+        *([triggers_pb2.DESCRIPTOR.services_by_name["TriggerService"].full_name]
+          if services.triggers is not None else []),
+        *([watches_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name]
+          if services.watches is not None else []),
     ]
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

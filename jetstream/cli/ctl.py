@@ -21,6 +21,8 @@ from jetstream.cli.ctl_base import common_options, reset_settings
 from jetstream.cli.ctl_copy import cp
 from jetstream.cli.ctl_remote import destinations, files
 from jetstream.cli.ctl_transfers import manifests, transfers
+from jetstream.cli.ctl_triggers import triggers
+from jetstream.cli.ctl_watches import watch, watches
 from jetstream.cli.errors import run_click
 from jetstream.cli.output import (
     EXIT_CODES,
@@ -63,7 +65,7 @@ def cli() -> None:
 
 
 for command in (login, logout, whoami, tokens, cp, transfers, manifests, destinations, files,
-                server, events, sandbox, bandwidth, completion):
+                server, events, sandbox, bandwidth, triggers, watches, watch, completion):
     cli.add_command(command)
 
 

@@ -54,6 +54,8 @@ from jetstream.v1 import (
     manifests_pb2_grpc,
     server_pb2_grpc,
     transfers_pb2_grpc,
+    triggers_pb2_grpc,
+    watches_pb2_grpc,
 )
 
 DEFAULT_PORT = 8886
@@ -143,6 +145,8 @@ class Connection:
         self.manifests = manifests_pb2_grpc.ManifestServiceStub(channel)
         self.transfers = transfers_pb2_grpc.TransferServiceStub(channel)
         self.files = files_pb2_grpc.FileServiceStub(channel)
+        self.triggers = triggers_pb2_grpc.TriggerServiceStub(channel)
+        self.watches = watches_pb2_grpc.WatchServiceStub(channel)
 
     @property
     def is_local(self) -> bool:

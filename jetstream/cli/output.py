@@ -143,7 +143,8 @@ def enum_label(name: str) -> str:
     """`TRANSFER_STATE_RUNNING` -> `running` (the part after the enum's prefix)."""
     for prefix in ("TRANSFER_STATE_", "MANIFEST_STATE_", "FILE_KIND_", "TRANSFER_FILE_STATE_",
                    "TRANSFER_DIRECTION_", "CREDENTIAL_KIND_", "EVENT_SEVERITY_",
-                   "OVERWRITE_POLICY_", "RATE_POLICY_", "TRANSFER_UPDATE_KIND_"):
+                   "OVERWRITE_POLICY_", "RATE_POLICY_", "TRANSFER_UPDATE_KIND_",
+                   "TRIGGER_OUTCOME_", "AFTER_DELIVERY_", "WATCH_STATE_"):
         if name.startswith(prefix):
             return name[len(prefix):].lower().replace("_", "-")
     return name.lower()

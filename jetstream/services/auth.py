@@ -73,17 +73,6 @@ class Caller:
     def is_superuser(self) -> bool:
         return self.principal.is_superuser
 
-    @classmethod
-    def acting_as(cls, principal: Principal, *, why: str, now: float,
-                  allowed_paths: tuple[str, ...] = (), read_only: bool = False) -> Caller:
-        """A caller the server makes to do work for `principal` with nobody calling (a pull's
-        local side, a scan resumed after a restart), limited like the credentials that
-        asked for the work."""
-        record = TokenRecord(token_id="", username=principal.username, kind=TokenKind.SESSION,
-                             description=why, allowed_paths=allowed_paths,
-                             read_only=read_only, created_at=now, expires_at=now)
-        return cls(record, "", principal)
-
     def require_superuser(self) -> None:
         if not self.is_superuser:
             raise PermissionDenied("only a superuser may do this")
@@ -231,6 +220,20 @@ class AuthService:
         record = self.get_api_token(caller, token_id)
         self._sessions.revoke(token_id)
         return record
+
+
+async def acting_as(username: str, description: str, allowed_paths: tuple[str, ...] = (),
+                    read_only: bool = False) -> Caller:
+    """`username` with their own rights (never a superuser's), for work the server does for
+    them without a call in progress (a pull's job, a watch folder's batches, a scan resumed
+    after a restart). `allowed_paths`, `read_only`: the limits of the credentials that
+    ordered the work. NotFound if the account is gone."""
+    principal = await asyncio.to_thread(lookup_principal, username)
+    now = time.time()
+    token = TokenRecord(token_id="", username=username, kind=TokenKind.SESSION,
+                        description=description, allowed_paths=allowed_paths,
+                        read_only=read_only, created_at=now, expires_at=now)
+    return Caller(token, "", principal)
 
 
 def _group_name(gid: int) -> str:

@@ -30,6 +30,7 @@ from jetstream.errors import (
 )
 from jetstream.ids import check_id
 from jetstream.services.auth import Caller
+from jetstream.services.events import EventLog
 from jetstream.state.database import Database
 
 DEFAULT_API_PORT = 8886
@@ -102,9 +103,11 @@ class DestinationService:
         local_name: str = "",
         allow_plaintext: bool = False,
         connector: Connector = connect,
+        events: EventLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
+        self._events = events
         self._local_name = local_name or socket.gethostname()
         self._allow_plaintext = allow_plaintext
         self._connect = connector
@@ -128,6 +131,8 @@ class DestinationService:
         )
         destination = await self._enroll(destination, credentials)
         self._insert(destination)
+        self._event("send.destinationCreated", destination,
+                    f"destination {destination_id} -> {destination.endpoint.target} created")
         return destination
 
     def open(self, destination: Destination) -> AbstractAsyncContextManager[RemoteServer]:
@@ -210,8 +215,20 @@ class DestinationService:
         return updated
 
     def delete(self, caller: Caller, destination_id: str) -> None:
-        self.get(caller, destination_id)
+        destination = self.get(caller, destination_id)
         self._db.execute("DELETE FROM destinations WHERE id = ?", (destination_id,))
+        self._event("send.destinationDeleted", destination,
+                    f"destination {destination_id} -> {destination.endpoint.target} deleted "
+                    f"by {caller.username}")
+
+    def _event(self, kind: str, d: Destination, message: str) -> None:
+        if self._events is not None:
+            self._events.record(kind, message, now=self._clock(), username=d.owner,
+                                subject=f"destinations/{d.id}", attributes={
+                "destinationId": d.id, "destinationAddress": d.endpoint.target,
+                "host": d.host, "apiPort": str(d.api_port), "owner": d.owner,
+                "remoteUsername": d.remote_username,
+                "remoteServerUid": d.pinned_server_uid})
 
     async def test(self, caller: Caller, destination_id: str) -> ProbeResult:
         """Reach the remote, check its pinned identity and our token; never raises for that."""

@@ -64,3 +64,12 @@ class EventQueries:
         sql += f" ORDER BY id {'DESC' if query.newest_first else 'ASC'} LIMIT ?"
         params.append(limit)
         return [event_from_row(row) for row in self._db.query(sql, params)]
+
+    def latest_by(self, kind_prefix: str, attribute: str) -> dict[str, Event]:
+        """The newest event of each value of `attribute` among the types starting with
+        `kind_prefix` (e.g. each trigger script's last run)."""
+        rows = self._db.query(
+            "SELECT * FROM events WHERE id IN (SELECT max(id) FROM events WHERE kind LIKE ?"
+            " GROUP BY json_extract(attributes, '$.' || ?))", (kind_prefix + "%", attribute))
+        events = [event_from_row(row) for row in rows]
+        return {e.attributes.get(attribute, ""): e for e in events}

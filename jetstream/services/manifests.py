@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from jetstream.auth.principal import lookup_principal
 from jetstream.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -27,7 +26,7 @@ from jetstream.errors import (
     PermissionDenied,
 )
 from jetstream.ids import check_id
-from jetstream.services.auth import Caller
+from jetstream.services.auth import Caller, acting_as
 from jetstream.services.files import FileService
 from jetstream.services.globs import PathFilter
 from jetstream.services.sandboxes import CallerView, Sandboxes
@@ -204,17 +203,15 @@ class ManifestService:
                              " total_bytes = 0, skipped_count = 0, skipped_examples = '[]'"
                              " WHERE id = ?", (manifest.id,))
             try:
-                principal = await asyncio.to_thread(lookup_principal, manifest.owner)
+                caller = await acting_as(manifest.owner, "scan resumed after a restart",
+                                         tuple(scope.get("allowed_paths", ())),
+                                         bool(scope.get("read_only", False)))
             except NotFound:
                 self._db.execute(
                     "UPDATE manifests SET state = 'error', error = ?, completed_at = ?"
                     " WHERE id = ?", (f"its owner {printable(manifest.owner)} no longer exists",
                                       self._clock(), manifest.id))
                 continue
-            caller = Caller.acting_as(
-                principal, why="scan resumed after a restart", now=self._clock(),
-                allowed_paths=tuple(scope.get("allowed_paths", ())),
-                read_only=bool(scope.get("read_only", False)))
             self._start_build(caller, manifest)
 
     def peek(self, manifest_id: str) -> Manifest | None:

@@ -199,6 +199,43 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE manifests ADD COLUMN scope TEXT NOT NULL DEFAULT '{}';
     """,
+    # Events carry their details (what trigger scripts receive); watch folders and the files
+    # they have handed to transfers (pending files live in memory: a scan finds them again).
+    """
+    ALTER TABLE events ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE watches (
+        id               TEXT PRIMARY KEY,
+        owner            TEXT NOT NULL,
+        folder           TEXT NOT NULL,
+        destination_id   TEXT NOT NULL,
+        destination_path TEXT NOT NULL,
+        include          TEXT NOT NULL DEFAULT '[]',
+        exclude          TEXT NOT NULL DEFAULT '[]',
+        settle_seconds   REAL NOT NULL,
+        after_delivery   TEXT NOT NULL CHECK (after_delivery IN ('keep', 'delete', 'move')),
+        move_to          TEXT NOT NULL DEFAULT '',
+        priority         INTEGER NOT NULL,
+        allowed_paths    TEXT NOT NULL DEFAULT '[]',
+        labels           TEXT NOT NULL DEFAULT '{}',
+        files_delivered  INTEGER NOT NULL DEFAULT 0,
+        bytes_delivered  INTEGER NOT NULL DEFAULT 0,
+        created_at       REAL NOT NULL
+    ) STRICT;
+    CREATE INDEX watches_by_owner ON watches (owner, created_at);
+    CREATE TABLE watch_files (
+        watch_id    TEXT NOT NULL REFERENCES watches (id) ON DELETE CASCADE,
+        path        TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'failed')),
+        transfer_id TEXT NOT NULL DEFAULT '',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        error       TEXT NOT NULL DEFAULT '',
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (watch_id, path)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX watch_files_by_transfer ON watch_files (transfer_id);
+    """,
 )
 
 
@@ -279,6 +316,11 @@ class Database:
         """Run one statement in its own transaction; return the number of changed rows."""
         with self.transaction() as conn:
             return conn.execute(sql, params).rowcount
+
+    def insert(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one INSERT in its own transaction; return the new row's rowid."""
+        with self.transaction() as conn:
+            return int(conn.execute(sql, params).lastrowid or 0)
 
     def newest_first(
         self, table: str, where: Sequence[tuple[str, Sequence[object]]], *, after: str,

@@ -26,6 +26,7 @@ Without any root at all (no sandbox) the view is the whole file system.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,12 @@ class Location:
     def __str__(self) -> str:
         """The sandbox-relative path, as the client named it (not yet escaped)."""
         return str(self.path)
+
+    @property
+    def host_path(self) -> str:
+        """Where it is on this machine's file system (for people and trigger scripts; file
+        access goes through userfs, never through this string)."""
+        return os.path.join(self.root.path, *self.path.parts)
 
 
 @dataclass(frozen=True)

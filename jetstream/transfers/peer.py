@@ -15,12 +15,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 from jetstream.errors import FailedPrecondition, NotFound, PermissionDenied
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Caller
 from jetstream.services.bandwidth import BandwidthService, share
+from jetstream.services.events import EventLog, Severity
 from jetstream.services.sandboxes import Sandboxes
+from jetstream.storage.paths import parse_path, printable
+from jetstream.storage.sandbox import Location
 from jetstream.storage.userfs import UserFS
 from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore, Source
 from jetstream.transfers.model import Failure, Progress, TransferOptions, TransferState
@@ -30,6 +34,11 @@ from jetstream.transport.endpoint import DataEndpoint, DataLink, random_ticket
 log = logging.getLogger(__name__)
 
 TICKET_LIFETIME = 60.0
+_RECEIVE_EVENTS = {TransferState.COMPLETED: "recv.transferComplete",
+                   TransferState.FAILED: "recv.transferError",
+                   TransferState.CANCELLED: "recv.transferCancelled",
+                   TransferState.PAUSED: "recv.transferPaused"}
+"""The event each way a receive session ends fires (PAUSED: interrupted, to be resumed)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class OpenedSession:
 class _Live:
     session: ReceiveSession
     owner: str
+    location: Location
+    """Where the transfer writes (its destination path)."""
     ticket_id: bytes = b""
     """The ticket the sender connects with (a push); empty for a pull, which connects out."""
 
@@ -73,6 +84,7 @@ class ReceiveService:
         endpoint: DataEndpoint,
         *,
         on_change: Callable[[Incoming], None] | None = None,
+        events: EventLog | None = None,
         metrics: TransferMetrics | None = None,
         bandwidth: BandwidthService | None = None,
         sending: Callable[[], bool] = lambda: False,
@@ -87,6 +99,7 @@ class ReceiveService:
         self._endpoint = endpoint
         self._clock = clock
         self._on_change = on_change
+        self._events = events
         self._live: dict[str, _Live] = {}
         store.mark_interrupted(now=clock())
 
@@ -148,11 +161,16 @@ class ReceiveService:
             if live.session.incoming.id == incoming.id:
                 await self._end(session_id, TransferState.PAUSED, None)
         session = ReceiveSession(incoming, caller.principal, location.root, self._files,
-                                 self._store, on_change=self._changed, metrics=self._metrics,
-                                 clock=self._clock)
+                                 self._store, on_change=self._changed,
+                                 on_file=partial(self._file_arrived, incoming, location),
+                                 metrics=self._metrics, clock=self._clock)
         session_id = uuid.uuid4().hex
-        self._live[session_id] = _Live(session, caller.username)
+        self._live[session_id] = _Live(session, caller.username, location)
         self._changed(session.incoming)
+        self._event("recv.transferStarted", session.incoming, location,
+                    f"receiving incomingTransfers/{incoming.id} from "
+                    f"{incoming.source_name or incoming.source_uid}"
+                    + (" (resumed)" if resumed else ""), resumed=str(resumed).lower())
         return session_id, session, resumed
 
     def received(self, caller: Caller, session_id: str) -> list[FileCheckpoint]:
@@ -210,7 +228,48 @@ class ReceiveService:
             raise FailedPrecondition(f"a session cannot end {state.value}")
         if state.terminal:
             self._metrics.finished.labels("incoming", state.value).inc()
-        return await live.session.close(state, error)
+        incoming = await live.session.close(state, error)
+        self._event(_RECEIVE_EVENTS[state], incoming, live.location,
+                    f"incomingTransfers/{incoming.id} {state.value}"
+                    + (f": {error.message}" if error else ""),
+                    Severity.ERROR if state is TransferState.FAILED else Severity.INFO)
+        return incoming
+
+    def _event(self, kind: str, incoming: Incoming, location: Location, message: str,
+               severity: Severity = Severity.INFO, **extra: str) -> None:
+        if self._events is None:
+            return
+        progress, error = incoming.progress, incoming.error
+        self._events.record(kind, message, now=self._clock(), severity=severity,
+                            username=incoming.owner, subject=f"incomingTransfers/{incoming.id}",
+                            attributes={
+            "transferId": incoming.id, "owner": incoming.owner,
+            "sourceServerUid": incoming.source_uid, "sourceName": incoming.source_name,
+            "sourceAddress": incoming.source_address,
+            "senderTransfer": incoming.sender_transfer,
+            "destinationPath": str(location.path), "localPath": location.host_path,
+            "state": incoming.state.value, "bytesTotal": str(progress.bytes_total),
+            "bytesDone": str(progress.bytes_done), "filesTotal": str(progress.files_total),
+            "filesDone": str(progress.files_done), "filesFailed": str(progress.files_failed),
+            "errorReason": error.reason if error else "",
+            "errorMessage": error.message if error else "", **extra})
+
+    def _file_arrived(self, incoming: Incoming, location: Location, path: str,
+                      size: int) -> None:
+        """One event per verified file, announced to listeners (never stored: a tree of a
+        million files would flood the log)."""
+        if self._events is None or not self._events.wants("recv.fileComplete"):
+            return
+        relative = parse_path(path, what="file path")
+        placed = Location(location.root, location.path / relative)
+        self._events.announce(
+            "recv.fileComplete", f"{printable(str(placed.path))} arrived",
+            now=self._clock(), username=incoming.owner,
+            subject=f"incomingTransfers/{incoming.id}",
+            attributes={"transferId": incoming.id, "owner": incoming.owner,
+                        "path": str(relative).lstrip("/"),
+                        "destinationPath": str(placed.path), "localPath": placed.host_path,
+                        "sizeBytes": str(size), "sourceName": incoming.source_name})
 
     def _changed(self, incoming: Incoming) -> None:
         self._store.save(incoming)

@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from jetstream.auth.principal import lookup_principal
 from jetstream.client.remote import RemoteServer
 from jetstream.errors import FailedPrecondition, JetstreamError, NotFound, Unavailable
-from jetstream.services.auth import Caller
+from jetstream.services.auth import acting_as
 from jetstream.services.destinations import Destination
 from jetstream.transfers import peerwire, records
 from jetstream.transfers.flow import Flow, open_flow
@@ -85,7 +84,8 @@ class PullJob:
         destination = self._ctx.destinations.peek(transfer.destination_id)
         if destination is None:
             raise FailedPrecondition(f"destinations/{transfer.destination_id} was deleted")
-        caller = await _owner(transfer.owner)
+        # The owner's own rights (the API checked the creator's token).
+        caller = await acting_as(transfer.owner, "pull transfer")
         async with self._ctx.destinations.open(destination) as remote:
             info = await check_identity(remote, destination)
             if CAPABILITY not in info.capabilities:
@@ -232,9 +232,3 @@ class PullJob:
             files_skipped=got.files_skipped, rate_bps=rate,
             rtt=stats.smoothed_rtt if stats else previous.rtt,
             bytes_on_wire=stats.bytes_received if stats else previous.bytes_on_wire)
-
-
-async def _owner(username: str) -> Caller:
-    """The transfer's owner with their own rights (the API checked the creator's token)."""
-    principal = await asyncio.to_thread(lookup_principal, username)
-    return Caller.acting_as(principal, why="pull transfer", now=time.time())

@@ -90,10 +90,13 @@ class ReceiveSession:
         store: IncomingStore,
         *,
         on_change: Callable[[Incoming], None],
+        on_file: Callable[[str, int], None] | None = None,
         metrics: TransferMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`on_file(path, size)`: a file was verified and renamed into place."""
         self.incoming = incoming
+        self._on_file = on_file
         self._metrics = metrics or TransferMetrics()
         self._principal = principal
         self._root = root
@@ -466,6 +469,9 @@ class ReceiveSession:
             if not retry:
                 self._failures.append((entry.header.path if entry.header else "", error))
         key = "skipped" if skipped else "done" if ok else "failed" if not retry else ""
+        if key == "done" and self._on_file is not None and entry.header is not None \
+                and entry.header.kind == common_pb2.FILE_KIND_FILE:
+            self._on_file(entry.header.path, entry.header.size_bytes)
         if key:
             self._counts[key] += 1
             self._metrics.files.labels("incoming", "ok" if key == "done" else key).inc()

@@ -34,6 +34,11 @@ from jetstream.transport.endpoint import DataEndpoint, DataLink, random_ticket
 log = logging.getLogger(__name__)
 
 TICKET_LIFETIME = 60.0
+_PULL_EVENTS = {TransferState.COMPLETED: "send.pullComplete",
+                TransferState.FAILED: "send.pullError",
+                TransferState.CANCELLED: "send.pullCancelled",
+                TransferState.PAUSED: "send.pullPaused"}
+"""Events of the sessions that serve another server's pull, by how they end."""
 COMPLETE_GRACE = 10.0
 """How long CompleteSendSession may come after the flow closed (the receiver closes its
 end first) before the session counts as FAILED."""
@@ -136,7 +141,7 @@ class SendService:
         self._endpoint.expect(ticket, on_link,
                               data_channel_config(self._datachannel, request.rate, ceiling))
         asyncio.get_running_loop().call_later(TICKET_LIFETIME, self._unused, session_id)
-        self._event(live, "send.started", f"sending manifests/{manifest.id} to "
+        self._event(live, "send.pullStarted", f"sending manifests/{manifest.id} to "
                     f"{request.receiver_name or request.receiver_uid} "
                     f"({request.receiver_transfer})")
         return OpenedSend(session_id, ticket.ticket_id, ticket.secret,
@@ -186,7 +191,7 @@ class SendService:
             live.sender.link.close(0, state.value)
         if state.terminal:
             self._metrics.finished.labels("outgoing", state.value).inc()
-        self._event(live, f"send.{state.value}",
+        self._event(live, _PULL_EVENTS[state],
                     f"sending manifests/{live.request.manifest_id} to "
                     f"{live.request.receiver_name or live.request.receiver_uid} "
                     f"{state.value}: {message}",
@@ -194,5 +199,10 @@ class SendService:
 
     def _event(self, live: _Sending, kind: str, message: str,
                severity: Severity = Severity.INFO) -> None:
+        request = live.request
         self._events.record(kind, message, now=self._clock(), severity=severity,
-                            username=live.owner, subject=f"manifests/{live.request.manifest_id}")
+                            username=live.owner, subject=f"manifests/{request.manifest_id}",
+                            attributes={"manifestId": request.manifest_id, "owner": live.owner,
+                                        "receiverUid": request.receiver_uid,
+                                        "receiverName": request.receiver_name,
+                                        "receiverTransfer": request.receiver_transfer})

@@ -9,6 +9,7 @@ it out to watchers, and owns every state change, so the state machine lives in o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -29,7 +30,7 @@ from jetstream.ids import check_id
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Caller
 from jetstream.services.bandwidth import BandwidthService, share
-from jetstream.services.destinations import DestinationService
+from jetstream.services.destinations import Destination, DestinationService
 from jetstream.services.events import EventLog, Severity
 from jetstream.services.manifests import (
     Manifest,
@@ -54,6 +55,15 @@ from jetstream.transfers.store import FileRecord, FileRow, TransferStore
 log = logging.getLogger(__name__)
 
 DEFAULT_PRIORITY = 100
+EVENT_NAMES = {
+    TransferState.QUEUED: "send.transferQueued",
+    TransferState.RUNNING: "send.transferStarted",
+    TransferState.PAUSED: "send.transferPaused",
+    TransferState.COMPLETED: "send.transferComplete",
+    TransferState.FAILED: "send.transferError",
+    TransferState.CANCELLED: "send.transferCancelled",
+}
+"""The event (and trigger script) each state change of a transfer fires."""
 PERSIST_EVERY = 1.0
 MAX_RETRY_DELAY = 60.0
 
@@ -208,7 +218,7 @@ class TransferService:
         )
         self._store.insert(transfer)
         way = "from" if direction is Direction.PULL else "to"
-        self._event(transfer, "transfer.created",
+        self._event(transfer, "send.transferCreated",
                     f"transfer {transfer_id} {way} destinations/{chosen.id} queued")
         self._wake.set()
         return transfer
@@ -285,6 +295,8 @@ class TransferService:
         self._stop_job(transfer_id, TransferState.CANCELLED)
         self._store.delete(transfer_id)
         self._publish(replace(transfer, state=TransferState.CANCELLED), UpdateKind.STATE_CHANGED)
+        self._event(transfer, "send.transferDeleted",
+                    f"transfer {transfer_id} deleted by {caller.username}")
 
     def update(self, caller: Caller, transfer_id: str, *, priority: int | None,
                rate: RateLimits | None, checkpoint_interval: float | None) -> Transfer:
@@ -382,7 +394,7 @@ class TransferService:
                           started_at=transfer.started_at or now, updated_at=now)
         self._store.save(started)
         self._publish(started, UpdateKind.STATE_CHANGED)
-        self._event(started, "transfer.started",
+        self._event(started, EVENT_NAMES[TransferState.RUNNING],
                     f"transfer {started.id} started (attempt {started.attempt_count})")
 
         def report(progress: Progress, status: str) -> None:
@@ -458,7 +470,7 @@ class TransferService:
         self._count_end(state)
         self._publish(done, UpdateKind.STATE_CHANGED)
         severity = Severity.ERROR if state is TransferState.FAILED else Severity.INFO
-        self._event(done, f"transfer.{state.value}", f"transfer {done.id} {state.value}"
+        self._event(done, EVENT_NAMES[state], f"transfer {done.id} {state.value}"
                     + (f": {failure.message}" if failure else ""), severity)
 
     @property
@@ -482,7 +494,7 @@ class TransferService:
         self._store.save(changed)
         self._count_end(state)
         self._publish(changed, UpdateKind.STATE_CHANGED)
-        self._event(changed, f"transfer.{state.value}", f"transfer {changed.id}: {message}")
+        self._event(changed, EVENT_NAMES[state], f"transfer {changed.id}: {message}")
         return changed
 
     def _stop_job(self, transfer_id: str, state: TransferState) -> None:
@@ -512,8 +524,28 @@ class TransferService:
 
     def _event(self, transfer: Transfer, kind: str, message: str,
                severity: Severity = Severity.INFO) -> None:
+        destination = self._destinations.peek(transfer.destination_id)
         self._events.record(kind, message, now=self._clock(), severity=severity,
-                            username=transfer.owner, subject=f"transfers/{transfer.id}")
+                            username=transfer.owner, subject=f"transfers/{transfer.id}",
+                            attributes=transfer_attributes(transfer, destination))
+
+
+def transfer_attributes(transfer: Transfer, destination: Destination | None) -> dict[str, str]:
+    """What an event about a transfer says (and its trigger scripts receive)."""
+    progress, error = transfer.progress, transfer.error
+    return {
+        "transferId": transfer.id, "direction": transfer.direction.value,
+        "destinationId": transfer.destination_id,
+        "destinationAddress": destination.endpoint.target if destination else "",
+        "destinationPath": transfer.destination_path, "manifestId": transfer.manifest_id,
+        "owner": transfer.owner, "state": transfer.state.value,
+        "bytesTotal": str(progress.bytes_total), "bytesDone": str(progress.bytes_done),
+        "filesTotal": str(progress.files_total), "filesDone": str(progress.files_done),
+        "filesFailed": str(progress.files_failed),
+        "errorReason": error.reason if error else "",
+        "errorMessage": error.message if error else "",
+        "labels": json.dumps(transfer.labels, sort_keys=True),
+    }
 
 
 def _check_options(options: TransferOptions, priority: int | None) -> None:

@@ -77,8 +77,8 @@ def test_events_and_sandbox(ctl: Ctl, servers) -> None:
     local = ("-s", "local")
     events = ctl.json(*local, "events", "--all-users", "--limit", "5")["events"]
     assert events and all("type" in e for e in events)
-    started = ctl.ok(*local, "events", "-A", "--type", "server.started").stdout
-    assert "server.started" in started
+    started = ctl.ok(*local, "events", "-A", "--type", "launch").stdout
+    assert "launch" in started
 
     ctl.ok(*local, "sandbox", "set", "--user", "jsbob", "--dir", "home=/tmp/%u,create",
            "--dir", "shared=/srv/shared,ro")

@@ -117,6 +117,19 @@ EXPECTED_SERVICES: dict[str, dict[str, dict[str, tuple[bool, bool]]]] = {
             "Tunnel": BIDI,
         }
     },
+    "triggers": {
+        "TriggerService": {
+            "ListTriggers": UNARY,
+        }
+    },
+    "watches": {
+        "WatchService": {
+            "CreateWatch": UNARY,
+            "GetWatch": UNARY,
+            "ListWatches": UNARY,
+            "DeleteWatch": UNARY,
+        }
+    },
     "common": {},
     "stream_records": {},
 }

@@ -215,7 +215,7 @@ def test_event_log_records_logins_and_mapping_changes(tmp_path, base):
 
             every = (await stub.ListEvents(S.ListEventsRequest(owner="-"), metadata=admin)).events
             kinds = [e.type for e in every]
-            assert kinds == ["server.started", "auth.loginFailed", "auth.login", "auth.login",
+            assert kinds == ["launch", "auth.loginFailed", "auth.login", "auth.login",
                              "sandbox.mappingSet", "sandbox.mappingDeleted"]
             failed = every[1]
             assert (failed.username, failed.severity) == (ALICE, S.EVENT_SEVERITY_WARNING)

@@ -48,7 +48,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 [*self.wrapper, sys.executable, "-m", "jetstream", "server",
                  "--persistent-state-dir", str(self.state_dir), "--supergroup", SUPERGROUP,
-                 *self.args],
+                 "--trigger-dir", str(self.state_dir / "triggers"), *self.args],
                 stdout=log, stderr=log, env={**os.environ, **self.env},
             )
         deadline = time.monotonic() + timeout
@@ -98,9 +98,11 @@ def unused_tcp_port() -> int:
 
 def server_config(state: Path, **settings: Any) -> ServerConfig:
     """A test server's settings: kernel-chosen ports, no telemetry or shared socket, the
-    run's supergroup, no config file or environment; `settings` override."""
+    run's supergroup, trigger scripts only from its own state directory, no config file or
+    environment; `settings` override."""
     flags = {"api_port": 0, "recv_port": [0], "disable_telemetry": True, "api_socket": "",
-             "supergroup": [SUPERGROUP], "persistent_state_dir": str(state), **settings}
+             "supergroup": [SUPERGROUP], "persistent_state_dir": str(state),
+             "trigger_dir": str(state / "triggers"), **settings}
     return load_config(flags, env={}, config_file=None)
 
 
