@@ -19,6 +19,7 @@ from jetstream.api.servicers.peer import PeerServicer
 from jetstream.api.servicers.server import ServerServicer
 from jetstream.api.servicers.transfers import TransferServicer
 from jetstream.config import ServerConfig
+from jetstream.listen_errors import API, cannot_listen, probe_bind
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
 from jetstream.services.bandwidth import BandwidthService
@@ -146,14 +147,20 @@ async def build_api_server(
     )
 
     address = f"{config.api_bind_host}:{config.api_port}"
-    try:
-        if tls is None:
-            port = server.add_insecure_port(address)
-        else:
-            credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.certificate_pem)])
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address} for the API: {exc}") from None
+    # Probed first: grpc only logs why a bind failed, in a line of its own on stderr.
+    problem = probe_bind(API, config.api_bind_host, config.api_port)
+    if problem is None:
+        try:
+            if tls is None:
+                port = server.add_insecure_port(address)
+            else:
+                credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.certificate_pem)])
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError:
+            problem = cannot_listen(API, config.api_bind_host, config.api_port)
+    if problem is not None:
+        await server.stop(None)  # else grpc's finaliser runs after the loop closed
+        raise problem
     if services.local is not None:
         services.local.bind_grpc(server.add_insecure_port)
     await server.start()
