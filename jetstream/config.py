@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import textwrap
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -394,3 +395,49 @@ def render_configuration_doc() -> str:
     ]
     return "\n".join(lines)
 
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_sample_config() -> str:
+    """deploy/server.toml, installed as /etc/jetstream/server.toml: every setting, commented
+    out at its default; a test keeps the file equal to this."""
+    lines = [
+        f"# {DEFAULT_CONFIG_FILE}: settings of `jetstream server` (docs/configuration.md).",
+        "# Every setting is listed, commented out at its default: uncomment a line to change",
+        "# it. A flag (--api-port) or an environment variable (JETSTREAM_API_PORT) given to",
+        "# the server overrides what is set here. Generated from jetstream/config.py.",
+        "",
+        "[server]",
+    ]
+    for s in SETTINGS:
+        lines += ["", *(f"# {text}" for text in _wrap(s.help, 86)),
+                  f"# flag {s.flag}, environment {s.env}"]
+        lines.append(_sample_line(s))
+    return "\n".join(lines) + "\n"
+
+
+def _sample_line(setting: Setting) -> str:
+    """`#name = default`, or a note where no value written in the file means the default
+    (none, an empty host, an empty list)."""
+    if setting.default is not None:
+        value = _toml_value(setting.default)
+        try:
+            _parse_one(setting, tomllib.loads(f"v = {value}")["v"], setting.name)
+        except ConfigError:
+            pass
+        else:
+            return f"#{setting.name} = {value}"
+    return f"# {setting.name}: unset by default"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width)
