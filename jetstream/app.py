@@ -24,12 +24,13 @@ from jetstream.api.localsocket import LocalSocket
 from jetstream.api.server import ApiServer, ApiServices, build_api_server
 from jetstream.auth.sessions import SessionStore
 from jetstream.client.pool import ChannelPool
-from jetstream.config import ServerConfig, is_loopback
+from jetstream.config import ServerConfig, is_loopback, notify_socket
 from jetstream.datachannel.config import DataChannelConfig
 from jetstream.listen_errors import DATA, METRICS, listen_error
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.observability.transfer_metrics import TransferMetrics
+from jetstream.sdnotify import notify
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
 from jetstream.services.bandwidth import BandwidthLimits, BandwidthService
 from jetstream.services.destinations import DestinationService
@@ -282,7 +283,10 @@ async def _serve(config: ServerConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     server = await start_server(config)
+    manager = notify_socket()
+    notify(manager, "READY=1", f"STATUS=serving, API port {server.api_port}")
     await stopping.wait()
+    notify(manager, "STOPPING=1")
     log.info("shutting down (grace %.1f s)", config.shutdown_grace)
     await server.stop()
 

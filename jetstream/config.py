@@ -340,6 +340,12 @@ def load_config(
     return ServerConfig(**merged, config_file=path)
 
 
+def notify_socket(env: Mapping[str, str] | None = None) -> str:
+    """$NOTIFY_SOCKET: where a service manager (systemd, `jetstream start`) waits for the
+    server's READY=1 (jetstream/sdnotify.py); empty when none does."""
+    return (os.environ if env is None else env).get("NOTIFY_SOCKET", "")
+
+
 def setting_rows() -> Iterable[tuple[str, str, str, str, str]]:
     """(flag, environment variable, TOML key, default, help) for the documentation."""
     for s in SETTINGS:

@@ -14,6 +14,7 @@ import click
 
 from jetstream import __version__
 from jetstream.cli.errors import EXIT_FAILURE, EXIT_USAGE, fail, run_click
+from jetstream.cli.service import start, stop, supervision
 from jetstream.config import SETTINGS, Setting, load_config
 from jetstream.errors import ConfigError
 
@@ -79,9 +80,11 @@ def status(api_host: str, api_port: int, plaintext: bool, quiet: bool) -> None:
     except ConnectionError as exc:
         if quiet:
             sys.exit(EXIT_FAILURE)
+        click.echo(supervision(), err=True)
         fail(PROGRAM, str(exc), EXIT_FAILURE)
     if not quiet:
         click.echo(report)
+        click.echo(supervision())
 
 
 @cli.command()
@@ -116,6 +119,10 @@ def demo(size_mb: int, small_files: int) -> None:
 def relay_server(control_port: int) -> None:
     """Run the relay for a DMZ (not built yet)."""
     fail(PROGRAM, "relay_server is not built yet; see the issue tracker", EXIT_FAILURE)
+
+
+cli.add_command(start)
+cli.add_command(stop)
 
 
 def main(argv: list[str] | None = None) -> None:
