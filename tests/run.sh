@@ -7,10 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "tests/run.sh: error: run as root (tests create users, namespaces and TUN devices)" >&2
-    exit 2
-fi
+# As root (tests create users, namespaces and TUN devices); a sudo user is asked by sudo.
+. deploy/lib/as-root.sh
+as_root "$PWD/tests/run.sh" "$@"
 
 # Debian packages, asked for only when the command they bring is missing.
 need=()
