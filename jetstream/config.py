@@ -200,6 +200,9 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="HOST"),
     Setting("metrics_port", _port, 9886, "TCP port of the Prometheus metrics endpoint.",
             metavar="PORT"),
+    Setting("health_port", _port, 0, "TCP port of a plaintext gRPC endpoint on all "
+            "interfaces that answers only grpc.health.v1 (Kubernetes' native gRPC probes "
+            "cannot use TLS); it serves nothing else. 0: off.", metavar="PORT"),
     Setting("server_name", _text, "", "Friendly name shown in GetServerInfo; default: the "
             "host name.", metavar="NAME"),
     Setting("external_address", _text, "", "Address peers should use to reach this server "
@@ -241,6 +244,7 @@ class ServerConfig:
     disable_telemetry: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9886
+    health_port: int = 0
     server_name: str = ""
     external_address: str = ""
     shutdown_grace: float = 3.0

@@ -29,6 +29,7 @@ class Listener:
 API = Listener("API", "--api-port", "--api-host")
 DATA = Listener("data channel UDP", "--recv-port", "--recv-host", socket.SOCK_DGRAM)
 METRICS = Listener("metrics", "--metrics-port or --disable-telemetry", "--metrics-host")
+HEALTH = Listener("health", "--health-port (0: off)", "--health-port")
 
 
 def listen_error(listener: Listener, host: str, port: int, exc: OSError) -> ConfigError:

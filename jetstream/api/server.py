@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -19,7 +20,8 @@ from jetstream.api.servicers.peer import PeerServicer
 from jetstream.api.servicers.server import ServerServicer
 from jetstream.api.servicers.transfers import TransferServicer
 from jetstream.config import ServerConfig
-from jetstream.listen_errors import API, cannot_listen, probe_bind
+from jetstream.errors import ConfigError
+from jetstream.listen_errors import API, HEALTH, cannot_listen, probe_bind
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
 from jetstream.services.bandwidth import BandwidthService
@@ -49,6 +51,8 @@ from jetstream.v1 import (
     transfers_pb2,
     transfers_pb2_grpc,
 )
+
+log = logging.getLogger(__name__)
 
 #: Callable without credentials: what a client needs before it can log in.
 PUBLIC_METHODS = frozenset(
@@ -83,11 +87,15 @@ class ApiServer:
     server: aio.Server
     health: health.aio.HealthServicer
     port: int
+    health_only: aio.Server | None = None
+    """The plaintext health endpoint (--health-port), if on."""
 
     async def stop(self, grace: float) -> None:
         """NOT_SERVING first, so clients stop sending, then drain in-flight calls."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_only is not None:
+            await self.health_only.stop(None)
 
 
 async def build_api_server(
@@ -163,5 +171,31 @@ async def build_api_server(
         raise problem
     if services.local is not None:
         services.local.bind_grpc(server.add_insecure_port)
+    health_only = None
+    if config.health_port:
+        try:
+            health_only = await _health_endpoint(health_servicer, config.health_port)
+        except ConfigError:
+            await server.stop(None)
+            raise
     await server.start()
-    return ApiServer(server, health_servicer, port)
+    return ApiServer(server, health_servicer, port, health_only)
+
+
+async def _health_endpoint(servicer: health.aio.HealthServicer, port: int) -> aio.Server:
+    """grpc.health.v1 alone, without TLS, on all interfaces: what kubelet's gRPC probes
+    can reach. The same servicer as the API's, so both turn NOT_SERVING together."""
+    server = aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    problem = probe_bind(HEALTH, "[::]", port)
+    if problem is None:
+        try:
+            server.add_insecure_port(f"[::]:{port}")
+        except RuntimeError:
+            problem = cannot_listen(HEALTH, "[::]", port)
+    if problem is not None:
+        await server.stop(None)
+        raise problem
+    await server.start()
+    log.info("gRPC health endpoint (plaintext, health only) on port %d", port)
+    return server

@@ -121,3 +121,32 @@ def test_start_with_a_port_in_use_fails_at_once_and_does_not_loop(tmp_path, serv
     assert "jetstream: error: server did not start" in result.stderr
     assert running_pid(run_dir, "server") is None
     assert "not restarting" in (tmp_path / "server.log").read_text()
+
+
+def test_health_port_answers_kubernetes_probes_in_plaintext_and_nothing_else(tmp_path):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from jetstream.v1 import server_pb2, server_pb2_grpc
+
+    port = unused_tcp_port()
+    server = ServerProcess(tmp_path / "state", [*free_port_args(), "--health-port", str(port)],
+                           tmp_path / "server.log").start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as refused:
+                server_pb2_grpc.ServerServiceStub(channel).GetServerInfo(
+                    server_pb2.GetServerInfoRequest(), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        server.stop()
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", port))
+        busy.listen()
+        again = jetstream("server", "--persistent-state-dir", str(tmp_path / "state"),
+                          *free_port_args(), "--health-port", str(port))
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"health port {port} is in use on [::]: --health-port (0: off)" in again.stderr
