@@ -165,7 +165,7 @@ def test_readme_first_command_verbatim_in_a_fresh_debian(image, tmp_path):
         "echo '== status'; jetstream status; "
         "echo '== stop'; jetstream stop; "
         "echo '== uninstall'; deploy/uninstall.sh; "
-        "test -s /var/lib/jetstream/state/jetstream.db; ! command -v jetstream"
+        "test -s /var/lib/jetstream/state/jetstream.db; ! test -e /usr/local/bin/jetstream"
     )
     done = podman("run", "--rm", "--network=host", "-v", f"{archive}:/repo.tar:ro",
                   "-v", f"{cache / 'apt-archives'}:/var/cache/apt/archives",
