@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import REPO, Result, Servers, start_server
+from tests.cli.conftest import REPO, Result, Servers, running_pair
 from tests.system.users import ALICE, PASSWORDS, require_root
 from tests.transfers.helpers import owned_dir, remove
 
@@ -52,18 +52,10 @@ def servers() -> Iterator[Servers]:
     the local server's socket."""
     require_root(users=True)
     base = Path(tempfile.mkdtemp(prefix="js-ctl-local-", dir="/tmp"))
-    base.chmod(0o755)
-    local = start_server(base, "local", socket=True)
     try:
-        remote = start_server(base, "remote")
-    except BaseException:
-        local.stop()
-        raise
-    try:
-        yield Servers(local, remote, base / "local.sock")
+        with running_pair(base) as pair:
+            yield pair
     finally:
-        remote.stop()
-        local.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
