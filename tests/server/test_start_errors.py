@@ -82,3 +82,12 @@ def test_state_dir_that_cannot_exist_names_the_path(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"--persistent-state-dir {tmp_path / 'file' / 'state'}" in result.stderr
+
+
+def test_missing_tls_certificate_names_the_flag_and_path(tmp_path):
+    key = tmp_path / "key.pem"
+    key.write_text("")
+    result = run_server(tmp_path, *free_port_args(), "--api-tls-cert",
+                        str(tmp_path / "missing.pem"), "--api-tls-key", str(key))
+    assert_one_line_exit_2(result, f"--api-tls-cert {tmp_path / 'missing.pem'}: "
+                                   "No such file or directory")
