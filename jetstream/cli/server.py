@@ -80,8 +80,7 @@ def status(api_host: str, api_port: int, plaintext: bool, quiet: bool) -> None:
     except ConnectionError as exc:
         if quiet:
             sys.exit(EXIT_FAILURE)
-        click.echo(supervision(), err=True)
-        fail(PROGRAM, str(exc), EXIT_FAILURE)
+        fail(PROGRAM, f"{exc}; {supervision().strip()}", EXIT_FAILURE)
     if not quiet:
         click.echo(report)
         click.echo(supervision())
