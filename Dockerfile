@@ -1,6 +1,7 @@
-# jetstream server image. Build: docker build -t jetstream .
+# jetstream server image. Build: docker build -t jetstream .   (podman build --format docker)
 # Run:   docker run --rm -p 8886:8886/tcp -p 8886:8886/udp -v js-state:/var/lib/jetstream/state \
 #            jetstream server --api-allow-remote-control
+# CI builds and runs it offline with podman: tests/deploy/test_image.py.
 FROM python:3.12-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -19,5 +20,9 @@ COPY deploy/pam/jetstream /etc/pam.d/jetstream
 # The server runs as root by design: it reads and writes files with each user's own rights.
 VOLUME ["/var/lib/jetstream/state"]
 EXPOSE 8886/tcp 8886/udp 9886/tcp
+# Health over gRPC (grpc.health.v1, the same check Kubernetes probes make natively);
+# JETSTREAM_API_PORT moves it along with the server.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s \
+    CMD ["jetstream", "status", "--quiet"]
 ENTRYPOINT ["tini", "--", "jetstream"]
 CMD ["server", "--api-allow-remote-control", "--metrics-host", "0.0.0.0"]

@@ -1,7 +1,8 @@
 """The composition root: configuration in, a running server out.
 
 The only place that wires components together and owns their lifecycle. Start order:
-state (so a broken state directory fails before any port opens), metrics, UDP, gRPC.
+state (so a broken state directory fails before any port opens), UDP, metrics, gRPC;
+a step that fails undoes the ones before it.
 Stop order on SIGTERM/SIGINT is the reverse, after health turns NOT_SERVING so load
 balancers drain us, and in-flight calls get `shutdown_grace` seconds.
 """
@@ -14,6 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -22,11 +24,13 @@ from jetstream.api.localsocket import LocalSocket
 from jetstream.api.server import ApiServer, ApiServices, build_api_server
 from jetstream.auth.sessions import SessionStore
 from jetstream.client.pool import ChannelPool
-from jetstream.config import ServerConfig, is_loopback
+from jetstream.config import ServerConfig, is_loopback, notify_socket
 from jetstream.datachannel.config import DataChannelConfig
+from jetstream.listen_errors import DATA, METRICS, listen_error
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.observability.transfer_metrics import TransferMetrics
+from jetstream.sdnotify import notify
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
 from jetstream.services.bandwidth import BandwidthLimits, BandwidthService
 from jetstream.services.destinations import DestinationService
@@ -125,120 +129,145 @@ class Server:
 async def start_server(
     config: ServerConfig, *, authenticator: Authenticator | None = None
 ) -> Server:
-    """Start every component; `authenticator` replaces PAM only where PAM cannot run."""
+    """Start every component; `authenticator` replaces PAM only where PAM cannot run.
+
+    A failure at any step (a port in use, a bad certificate) undoes the steps before it
+    and raises ConfigError naming the setting, so nothing is left half-started.
+    """
+    async with AsyncExitStack() as undo:
+        server = await _start(config, authenticator, undo)
+        undo.pop_all()
+    return server
+
+
+async def _start(
+    config: ServerConfig, authenticator: Authenticator | None, undo: AsyncExitStack
+) -> Server:
     db = Database(config.persistent_state_dir)
-    watcher: DirWatcher | None = None
-    try:
-        identity = load_identity(db)
-        events = EventLog(db)
-        watcher = DirWatcher()
-        triggers = TriggerRunner(TriggerSettings(
-            config.trigger_dir, config.trigger_log or config.persistent_state_dir / TRIGGER_LOG,
-            timeout=config.trigger_timeout, concurrency=config.trigger_concurrency),
-            events, watcher)
-        tls = _api_tls(config)
-        metrics = None if config.disable_telemetry else Metrics()
-        udp_sockets = [bind_udp(config.recv_host, port) for port in config.recv_port]
-        info = ServerInfoService(
-            config=config,
-            identity=identity,
-            tls=tls,
-            receive_ports=tuple(s.getsockname()[1] for s in udp_sockets),
-        )
-        if authenticator is None:
-            from jetstream.auth.pam import PamAuthenticator, pam_service_problem
+    undo.callback(db.close)
+    identity = load_identity(db)
+    events = EventLog(db)
+    undo.callback(events.flush)
+    watcher = DirWatcher()
+    undo.callback(watcher.close)
+    triggers = TriggerRunner(TriggerSettings(
+        config.trigger_dir, config.trigger_log or config.persistent_state_dir / TRIGGER_LOG,
+        timeout=config.trigger_timeout, concurrency=config.trigger_concurrency),
+        events, watcher)
+    undo.push_async_callback(triggers.close)
+    tls = _api_tls(config)
+    udp_sockets = _bind_data_ports(config, undo)
+    metrics = None if config.disable_telemetry else Metrics()
+    metrics_port = None
+    if metrics is not None:
+        try:
+            metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
+        except OSError as exc:
+            raise listen_error(METRICS, config.metrics_host, config.metrics_port, exc) from None
+        undo.callback(metrics.stop)
+    info = ServerInfoService(
+        config=config,
+        identity=identity,
+        tls=tls,
+        receive_ports=tuple(s.getsockname()[1] for s in udp_sockets),
+    )
+    if authenticator is None:
+        from jetstream.auth.pam import PamAuthenticator, pam_service_problem
 
-            problem = pam_service_problem()
-            if problem is not None:
-                log.warning("%s", problem)
-            authenticator = PamAuthenticator()
-        authenticator = RecordingAuthenticator(authenticator, events)
-        auth = AuthService(
-            SessionStore(db),
-            authenticator,
-            superusers=SuperuserPolicy(frozenset(config.superuser), frozenset(config.supergroup)),
-            session_ttl=config.session_ttl,
-            api_tokens_enabled=not config.api_disable_api_tokens,
-        )
-        files = UserFS()
-        sandboxes = Sandboxes(SandboxRules(config.sandbox_dir), db=db, events=events)
-        manifests = ManifestService(db, files, sandboxes)
-        await manifests.recover()
-        pool = ChannelPool()
-        destinations = DestinationService(
-            db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers,
-            connector=pool.connect, events=events,
-        )
-        datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
-                                        keep_alive_interval=config.data_idle_timeout / 3)
-        receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
-        transfer_metrics = TransferMetrics(metrics.registry if metrics else None)
-        incoming_store, transfer_store = IncomingStore(db), TransferStore(db)
-        bandwidth = BandwidthService(db, _fixed_bandwidth(config))
-        receive = ReceiveService(incoming_store, files, sandboxes, receive_endpoint,
-                                 events=events, metrics=transfer_metrics, bandwidth=bandwidth,
-                                 sending=lambda: transfers.sending or send.sending)
-        send = SendService(manifests, files, sandboxes, receive_endpoint, events,
-                           datachannel=datachannel, metrics=transfer_metrics,
-                           bandwidth=bandwidth, receiving=lambda: receive.receiving)
-        transfers = TransferService(transfer_store, destinations, manifests, events,
-                                    sandboxes=sandboxes, metrics=transfer_metrics,
-                                    bandwidth=bandwidth, receiving=lambda: receive.receiving,
-                                    retry_timeout=config.transfer_retry_timeout)
-        transfer_metrics.watch(
-            lambda: [("outgoing", *c) for c in transfer_store.active_counts()]
-            + [("incoming", *c) for c in incoming_store.active_counts()],
-            transfers.live_gauges,
-        )
-        sender = SenderContext(destinations, manifests, files, sandboxes,
-                               identity.server_uid, info.friendly_name, datachannel,
-                               transfer_metrics)
+        problem = pam_service_problem()
+        if problem is not None:
+            log.warning("%s", problem)
+        authenticator = PamAuthenticator()
+    authenticator = RecordingAuthenticator(authenticator, events)
+    auth = AuthService(
+        SessionStore(db),
+        authenticator,
+        superusers=SuperuserPolicy(frozenset(config.superuser), frozenset(config.supergroup)),
+        session_ttl=config.session_ttl,
+        api_tokens_enabled=not config.api_disable_api_tokens,
+    )
+    files = UserFS()
+    undo.callback(files.close)
+    sandboxes = Sandboxes(SandboxRules(config.sandbox_dir), db=db, events=events)
+    manifests = ManifestService(db, files, sandboxes)
+    undo.push_async_callback(manifests.close)
+    await manifests.recover()
+    pool = ChannelPool()
+    undo.push_async_callback(pool.close)
+    destinations = DestinationService(
+        db, local_name=info.friendly_name, allow_plaintext=config.allow_plaintext_peers,
+        connector=pool.connect, events=events,
+    )
+    datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
+                                    keep_alive_interval=config.data_idle_timeout / 3)
+    receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
+    undo.callback(receive_endpoint.close)
+    transfer_metrics = TransferMetrics(metrics.registry if metrics else None)
+    incoming_store, transfer_store = IncomingStore(db), TransferStore(db)
+    bandwidth = BandwidthService(db, _fixed_bandwidth(config))
+    receive = ReceiveService(incoming_store, files, sandboxes, receive_endpoint,
+                             events=events, metrics=transfer_metrics, bandwidth=bandwidth,
+                             sending=lambda: transfers.sending or send.sending)
+    undo.push_async_callback(receive.close)
+    send = SendService(manifests, files, sandboxes, receive_endpoint, events,
+                       datachannel=datachannel, metrics=transfer_metrics,
+                       bandwidth=bandwidth, receiving=lambda: receive.receiving)
+    undo.push_async_callback(send.close)
+    transfers = TransferService(transfer_store, destinations, manifests, events,
+                                sandboxes=sandboxes, metrics=transfer_metrics,
+                                bandwidth=bandwidth, receiving=lambda: receive.receiving,
+                                retry_timeout=config.transfer_retry_timeout)
+    transfer_metrics.watch(
+        lambda: [("outgoing", *c) for c in transfer_store.active_counts()]
+        + [("incoming", *c) for c in incoming_store.active_counts()],
+        transfers.live_gauges,
+    )
+    sender = SenderContext(destinations, manifests, files, sandboxes,
+                           identity.server_uid, info.friendly_name, datachannel,
+                           transfer_metrics)
 
-        def job(transfer: Transfer, report: Callable[[Progress, str], None],
-                record: Callable[[list[FileRecord]], None]) -> Job:
-            if transfer.direction is Direction.PULL:
-                return PullJob(transfer, report,
-                               partial(transfer_store.set_manifest, transfer.id), sender,
-                               receive)
-            return PushJob(transfer, report, record, sender)
+    def job(transfer: Transfer, report: Callable[[Progress, str], None],
+            record: Callable[[list[FileRecord]], None]) -> Job:
+        if transfer.direction is Direction.PULL:
+            return PullJob(transfer, report,
+                           partial(transfer_store.set_manifest, transfer.id), sender,
+                           receive)
+        return PushJob(transfer, report, record, sender)
 
-        watches = WatchService(WatchStore(db), transfers, transfer_store, destinations,
-                               sandboxes, files, watcher, events)
-        transfers.start(job)
-        services = ApiServices(
-            info=info,
-            auth=auth,
-            destinations=destinations,
-            manifests=manifests,
-            transfers=transfers,
-            receive=receive,
-            send=send,
-            bandwidth=bandwidth,
-            files=FileService(files, sandboxes),
-            sandboxes=sandboxes,
-            events=EventQueries(db, events),
-            triggers=TriggerListing(triggers, EventQueries(db, events)),
-            watches=watches,
-            local=(None if config.api_socket is None
-                   else LocalSocket(config.api_socket, auth.local_caller)),
-        )
-        api = await build_api_server(config, services, tls=tls, metrics=metrics)
-        if services.local is not None and not await services.local.start():
+    watches = WatchService(WatchStore(db), transfers, transfer_store, destinations,
+                           sandboxes, files, watcher, events)
+    undo.push_async_callback(watches.close)
+    transfers.start(job)
+    undo.push_async_callback(transfers.stop)
+    services = ApiServices(
+        info=info,
+        auth=auth,
+        destinations=destinations,
+        manifests=manifests,
+        transfers=transfers,
+        receive=receive,
+        send=send,
+        bandwidth=bandwidth,
+        files=FileService(files, sandboxes),
+        sandboxes=sandboxes,
+        events=EventQueries(db, events),
+        triggers=TriggerListing(triggers, EventQueries(db, events)),
+        watches=watches,
+        local=(None if config.api_socket is None
+               else LocalSocket(config.api_socket, auth.local_caller)),
+    )
+    api = await build_api_server(config, services, tls=tls, metrics=metrics)
+    undo.push_async_callback(api.stop, 0)
+    if services.local is not None:
+        undo.push_async_callback(services.local.stop)
+        if not await services.local.start():
             await services.local.stop()
             services = replace(services, local=None)
-    except BaseException:
-        if watcher is not None:
-            watcher.close()
-        db.close()
-        raise
     triggers.start()
     server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
                     send, receive_endpoint, udp_sockets, services.local, pool, triggers,
                     watcher, watches)
     watches.begin()
-    metrics_port = None
-    if metrics is not None:
-        metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
     info.api_port = api.port
     events.record(
         "launch",
@@ -254,6 +283,18 @@ async def start_server(
         f"{config.metrics_host}:{metrics_port}" if metrics_port else "off",
     )
     return server
+
+
+def _bind_data_ports(config: ServerConfig, undo: AsyncExitStack) -> list[socket.socket]:
+    sockets = []
+    for port in config.recv_port:
+        try:
+            sock = bind_udp(config.recv_host, port)
+        except OSError as exc:
+            raise listen_error(DATA, config.recv_host, port, exc) from None
+        undo.callback(sock.close)
+        sockets.append(sock)
+    return sockets
 
 
 def _fixed_bandwidth(config: ServerConfig) -> BandwidthLimits | None:
@@ -284,7 +325,10 @@ async def _serve(config: ServerConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     server = await start_server(config)
+    manager = notify_socket()
+    notify(manager, "READY=1", f"STATUS=serving, API port {server.api_port}")
     await stopping.wait()
+    notify(manager, "STOPPING=1")
     log.info("shutting down (grace %.1f s)", config.shutdown_grace)
     await server.stop()
 

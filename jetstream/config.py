@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import textwrap
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -215,6 +216,9 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="HOST"),
     Setting("metrics_port", _port, 9886, "TCP port of the Prometheus metrics endpoint.",
             metavar="PORT"),
+    Setting("health_port", _port, 0, "TCP port of a plaintext gRPC endpoint on all "
+            "interfaces that answers only grpc.health.v1 (Kubernetes' native gRPC probes "
+            "cannot use TLS); it serves nothing else. 0: off.", metavar="PORT"),
     Setting("server_name", _text, "", "Friendly name shown in GetServerInfo; default: the "
             "host name.", metavar="NAME"),
     Setting("external_address", _text, "", "Address peers should use to reach this server "
@@ -260,6 +264,7 @@ class ServerConfig:
     disable_telemetry: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9886
+    health_port: int = 0
     server_name: str = ""
     external_address: str = ""
     shutdown_grace: float = 3.0
@@ -359,6 +364,12 @@ def load_config(
     return ServerConfig(**merged, config_file=path)
 
 
+def notify_socket(env: Mapping[str, str] | None = None) -> str:
+    """$NOTIFY_SOCKET: where a service manager (systemd, `jetstream start`) waits for the
+    server's READY=1 (jetstream/sdnotify.py); empty when none does."""
+    return (os.environ if env is None else env).get("NOTIFY_SOCKET", "")
+
+
 def setting_rows() -> Iterable[tuple[str, str, str, str, str]]:
     """(flag, environment variable, TOML key, default, help) for the documentation."""
     for s in SETTINGS:
@@ -414,3 +425,49 @@ def render_configuration_doc() -> str:
     ]
     return "\n".join(lines)
 
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_sample_config() -> str:
+    """deploy/server.toml, installed as /etc/jetstream/server.toml: every setting, commented
+    out at its default; a test keeps the file equal to this."""
+    lines = [
+        f"# {DEFAULT_CONFIG_FILE}: settings of `jetstream server` (docs/configuration.md).",
+        "# Every setting is listed, commented out at its default: uncomment a line to change",
+        "# it. A flag (--api-port) or an environment variable (JETSTREAM_API_PORT) given to",
+        "# the server overrides what is set here. Generated from jetstream/config.py.",
+        "",
+        "[server]",
+    ]
+    for s in SETTINGS:
+        lines += ["", *(f"# {text}" for text in _wrap(s.help, 86)),
+                  f"# flag {s.flag}, environment {s.env}"]
+        lines.append(_sample_line(s))
+    return "\n".join(lines) + "\n"
+
+
+def _sample_line(setting: Setting) -> str:
+    """`#name = default`, or a note where no value written in the file means the default
+    (none, an empty host, an empty list)."""
+    if setting.default is not None:
+        value = _toml_value(setting.default)
+        try:
+            _parse_one(setting, tomllib.loads(f"v = {value}")["v"], setting.name)
+        except ConfigError:
+            pass
+        else:
+            return f"#{setting.name} = {value}"
+    return f"# {setting.name}: unset by default"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width)

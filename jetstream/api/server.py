@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -21,6 +22,8 @@ from jetstream.api.servicers.transfers import TransferServicer
 from jetstream.api.servicers.triggers import TriggerServicer
 from jetstream.api.servicers.watches import WatchServicer
 from jetstream.config import ServerConfig
+from jetstream.errors import ConfigError
+from jetstream.listen_errors import API, HEALTH, cannot_listen, probe_bind
 from jetstream.observability.metrics import Metrics
 from jetstream.services.auth import AuthService
 from jetstream.services.bandwidth import BandwidthService
@@ -57,6 +60,8 @@ from jetstream.v1 import (
 )
 from jetstream.watches.service import WatchService
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ApiServices:
@@ -84,11 +89,15 @@ class ApiServer:
     server: aio.Server
     health: health.aio.HealthServicer
     port: int
+    health_only: aio.Server | None = None
+    """The plaintext health endpoint (--health-port), if on."""
 
     async def stop(self, grace: float) -> None:
         """NOT_SERVING first, so clients stop sending, then drain in-flight calls."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_only is not None:
+            await self.health_only.stop(None)
 
 
 async def build_api_server(
@@ -158,15 +167,47 @@ async def build_api_server(
     )
 
     address = f"{config.api_bind_host}:{config.api_port}"
-    try:
-        if tls is None:
-            port = server.add_insecure_port(address)
-        else:
-            credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.certificate_pem)])
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address} for the API: {exc}") from None
+    # Probed first: grpc only logs why a bind failed, in a line of its own on stderr.
+    problem = probe_bind(API, config.api_bind_host, config.api_port)
+    if problem is None:
+        try:
+            if tls is None:
+                port = server.add_insecure_port(address)
+            else:
+                credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.certificate_pem)])
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError:
+            problem = cannot_listen(API, config.api_bind_host, config.api_port)
+    if problem is not None:
+        await server.stop(None)  # else grpc's finaliser runs after the loop closed
+        raise problem
     if services.local is not None:
         services.local.bind_grpc(server.add_insecure_port)
+    health_only = None
+    if config.health_port:
+        try:
+            health_only = await _health_endpoint(health_servicer, config.health_port)
+        except ConfigError:
+            await server.stop(None)
+            raise
     await server.start()
-    return ApiServer(server, health_servicer, port)
+    return ApiServer(server, health_servicer, port, health_only)
+
+
+async def _health_endpoint(servicer: health.aio.HealthServicer, port: int) -> aio.Server:
+    """grpc.health.v1 alone, without TLS, on all interfaces: what kubelet's gRPC probes
+    can reach. The same servicer as the API's, so both turn NOT_SERVING together."""
+    server = aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    problem = probe_bind(HEALTH, "[::]", port)
+    if problem is None:
+        try:
+            server.add_insecure_port(f"[::]:{port}")
+        except RuntimeError:
+            problem = cannot_listen(HEALTH, "[::]", port)
+    if problem is not None:
+        await server.stop(None)
+        raise problem
+    await server.start()
+    log.info("gRPC health endpoint (plaintext, health only) on port %d", port)
+    return server

@@ -18,6 +18,7 @@ from jetstream import __version__
 from jetstream.cli.ctl_admin import bandwidth, completion, events, sandbox, server
 from jetstream.cli.ctl_auth import login, logout, tokens, whoami
 from jetstream.cli.ctl_base import common_options, reset_settings
+from jetstream.cli.ctl_context import context
 from jetstream.cli.ctl_copy import cp
 from jetstream.cli.ctl_remote import destinations, files
 from jetstream.cli.ctl_transfers import manifests, transfers
@@ -61,11 +62,13 @@ def cli() -> None:
     jetstreamctl cp HOST:SRC... DIR          pull files to the local server
     jetstreamctl transfers ls                what is going on
     jetstreamctl -o json transfers show ID   the same for scripts
+    jetstreamctl context run transfers ls    the same on every server you manage
     """
 
 
 for command in (login, logout, whoami, tokens, cp, transfers, manifests, destinations, files,
-                server, events, sandbox, bandwidth, triggers, watches, watch, completion):
+                server, events, sandbox, bandwidth, triggers, watches, watch, completion,
+                context):
     cli.add_command(command)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -29,6 +28,7 @@ from jetstream.cli.ctl_connect import (
     Connection,
     canonical,
     connect,
+    login_name,
     open_local,
     open_pinned,
 )
@@ -113,10 +113,7 @@ def login(server: str | None, username: str | None, password_stdin: bool, token_
             entry = ServerLogin(who.principal.username, conn.token, "api_token",
                                 _stamp(who.expire_time), plaintext)
         else:
-            user = (username or os.environ.get("JETSTREAM_API_USER")
-                    or os.environ.get("USER") or "")
-            if not user:
-                raise CtlError("no user name: pass --user NAME", EXIT_USAGE)
+            user = username or login_name()
             if password_stdin:
                 password = sys.stdin.readline().rstrip("\n")
             else:

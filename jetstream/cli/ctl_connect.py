@@ -12,6 +12,7 @@ written to known_hosts, and a later connection that sees another certificate is 
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ from jetstream.v1 import (
     destinations_pb2_grpc,
     files_pb2_grpc,
     manifests_pb2_grpc,
+    server_pb2,
     server_pb2_grpc,
     transfers_pb2_grpc,
     triggers_pb2_grpc,
@@ -87,6 +89,12 @@ def parse_address(text: str) -> Endpoint:
             raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
         return Endpoint(host, int(port_text))
     return Endpoint(host, DEFAULT_PORT)
+
+
+def login_name() -> str:
+    """The user name to log in as by default: $JETSTREAM_API_USER, else this process's
+    account (from the password database: root shells often have no $USER)."""
+    return os.environ.get("JETSTREAM_API_USER") or pwd.getpwuid(os.getuid()).pw_name
 
 
 def canonical(name: str) -> str:
@@ -198,6 +206,32 @@ def open_local(settings: Settings) -> Connection:
             "use --socket PATH, or --server HOST after jetstreamctl login HOST)",
             EXIT_UNAVAILABLE, "UNAVAILABLE")
     return Connection(LOCAL, open_unix_channel(path), None)
+
+
+def open_local_as(settings: Settings, name: str) -> Connection | None:
+    """This machine's own server, called `name` but reached over its Unix socket (no
+    password: the kernel vouches for the user), if the TLS certificate `name` presents is
+    the one the local server holds; else None. Same certificate, same private key: the
+    same server, so an API token made over the socket is only ever handed to it."""
+    path = settings.socket_path
+    if not Path(path).exists():
+        return None
+    try:
+        channel, fingerprint = open_pinned(settings, name)
+    except CtlError:
+        return None
+    channel.close()
+    local = open_unix_channel(path)
+    try:
+        info = server_pb2_grpc.ServerServiceStub(local).GetServerInfo(
+            server_pb2.GetServerInfoRequest(), timeout=CALL_TIMEOUT).server_info
+    except grpc.RpcError:
+        local.close()
+        return None
+    if fingerprint is None or info.tls_certificate_sha256 != fingerprint:
+        local.close()
+        return None
+    return Connection(name, local, None, fingerprint)
 
 
 def open_pinned(settings: Settings, name: str, *, plaintext: bool = False,

@@ -3,6 +3,7 @@
     jetstreamctl cp file dir/ HOST[:PORT]:/dest/       push: the local server sends
     jetstreamctl cp HOST:/data/file HOST:/data/dir .   pull: the local server fetches
     jetstreamctl cp HOST1:/a HOST2:/b                  HOST1 sends to HOST2
+    jetstreamctl cp file local:/dir/                   the local server sends to itself
 
 Either way the local server (or HOST1) runs the transfer, through a destination holding an
 API token made with your session at the other server (see ctl_links for the credentials).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import sys
 from dataclasses import dataclass, field
 
 import click
@@ -29,12 +31,15 @@ from jetstream.cli.ctl_connect import (
     canonical,
     connect,
     login_for,
+    login_name,
     open_local,
+    open_local_as,
     open_pinned,
     parse_address,
 )
 from jetstream.cli.ctl_links import (
     LABEL,
+    own_endpoint,
     push_destination,
 )
 from jetstream.cli.ctl_transfers import finish
@@ -170,7 +175,9 @@ def plan_copy(target: Connection, sources: list[str], dest: str) -> Plan:
 
 def _remote(current: Settings, location: Location) -> tuple[Connection, str | None]:
     """A connection to a remote server of a cp argument, and the API token to hand on (if the
-    login is one). Without a stored login, `user@` (or $JETSTREAM_API_USER) logs in now."""
+    login is one). Without a stored login: this machine's own server under another address
+    is reached over the local socket, without a password; any other server is logged in to
+    now as `user@`, else $JETSTREAM_API_USER, else your own account name."""
     login = login_for(current, location.server)
     if login is not None:
         if location.user and login.username and location.user != login.username:
@@ -179,11 +186,15 @@ def _remote(current: Settings, location: Location) -> tuple[Connection, str | No
                            f"--user {location.user}", EXIT_AUTH, "UNAUTHENTICATED")
         conn = connect(current, location.server)
         return conn, (login.token if login.kind == "api_token" else None)
-    user = location.user or os.environ.get("JETSTREAM_API_USER", "")
-    if not user:
+    if not location.user:
+        own = open_local_as(current, location.server)
+        if own is not None:
+            return own, None
+    user = location.user or login_name()
+    if not (os.environ.get("JETSTREAM_API_PASSWORD") or sys.stdin.isatty()):
         raise CtlError(f"not logged in to {location.server}: run jetstreamctl login "
-                       f"{location.server} (or write USER@{location.server}:PATH)", EXIT_AUTH,
-                       "UNAUTHENTICATED")
+                       f"{location.server}, or set JETSTREAM_API_PASSWORD to log in as {user}",
+                       EXIT_AUTH, "UNAUTHENTICATED")
     channel, fingerprint = open_pinned(current, location.server)
     conn = Connection(location.server, channel, None, fingerprint, user)
     password = password_from_env_or_prompt("JETSTREAM_API_PASSWORD",
@@ -234,9 +245,11 @@ def cp(paths: tuple[str, ...], detach: bool, overwrite: str | None, includes: tu
     if len(servers) > 1:
         raise CtlError("all sources must be on the same server", EXIT_USAGE)
     source_server = servers.pop()
-    if source_server == dest.server:
+    through_local = dest.is_local and paths[-1].startswith(f"{LOCAL}:")
+    if source_server == dest.server and not through_local:
         where = "this machine" if dest.is_local else dest.server
-        raise CtlError(f"source and target are both on {where}: use cp or mv there",
+        hint = " (or write local:PATH to send through the local server)" if dest.is_local else ""
+        raise CtlError(f"source and target are both on {where}: use cp or mv there{hint}",
                        EXIT_USAGE)
     rate = None
     if max_rate is not None:
@@ -257,7 +270,7 @@ def cp(paths: tuple[str, ...], detach: bool, overwrite: str | None, includes: tu
         if symlinks:
             spec.symlink_policy = SYMLINKS[symlinks]
         transfer = transfers_pb2.Transfer(destination_path=plan.destination_path)
-        if dest.is_local:  # pull: the local server fetches from the source server
+        if dest.is_local and not sources[0].is_local:  # pull: the local server fetches
             runner = target
             transfer.destination = push_destination(target, source,
                                                     parse_address(source.name),
@@ -266,7 +279,8 @@ def cp(paths: tuple[str, ...], detach: bool, overwrite: str | None, includes: tu
             transfer.manifest_spec.CopyFrom(spec)
         else:
             runner = source
-            transfer.destination = push_destination(source, target, parse_address(dest.server),
+            endpoint = own_endpoint(target) if dest.is_local else parse_address(dest.server)
+            transfer.destination = push_destination(source, target, endpoint,
                                                     target_token).name
             transfer.manifest = build_manifest(source, spec)
         if overwrite:

@@ -48,6 +48,11 @@ def target_identity(target: Connection) -> server_pb2.ServerInfo:
     return target.call(target.server.GetServerInfo, server_pb2.GetServerInfoRequest()).server_info
 
 
+def own_endpoint(server: Connection) -> Endpoint:
+    """Where a server reaches its own API (for copies into this machine's server)."""
+    return Endpoint("127.0.0.1", target_identity(server).api_port)
+
+
 def _destination(endpoint: Endpoint, info: server_pb2.ServerInfo, grant: Grant,
                  labels: dict[str, str]) -> destinations_pb2.Destination:
     return destinations_pb2.Destination(

@@ -14,6 +14,7 @@ import click
 
 from jetstream import __version__
 from jetstream.cli.errors import EXIT_FAILURE, EXIT_USAGE, fail, run_click
+from jetstream.cli.service import start, stop, supervision
 from jetstream.config import SETTINGS, Setting, load_config
 from jetstream.errors import ConfigError
 
@@ -79,9 +80,10 @@ def status(api_host: str, api_port: int, plaintext: bool, quiet: bool) -> None:
     except ConnectionError as exc:
         if quiet:
             sys.exit(EXIT_FAILURE)
-        fail(PROGRAM, str(exc), EXIT_FAILURE)
+        fail(PROGRAM, f"{exc}; {supervision().strip()}", EXIT_FAILURE)
     if not quiet:
         click.echo(report)
+        click.echo(supervision())
 
 
 @cli.command()
@@ -92,6 +94,15 @@ def status(api_host: str, api_port: int, plaintext: bool, quiet: bool) -> None:
 def demo(size_mb: int, small_files: int) -> None:
     """Start two servers on loopback, send a generated tree between them, verify it."""
     import asyncio
+    import os
+    import shutil
+
+    if os.geteuid() != 0:  # the servers read and write files as a user: that takes root
+        if shutil.which("sudo") is None:
+            fail(PROGRAM, "the demo runs as root: su -c 'jetstream demo'", EXIT_USAGE)
+        click.echo("jetstream demo: runs as root; asking sudo", err=True)
+        os.execvp("sudo", ["sudo", "--", sys.executable, "-m", "jetstream", "demo",
+                           "--size", str(size_mb), "--files", str(small_files)])
 
     from jetstream.cli.demo import run_demo
     from jetstream.errors import JetstreamError
@@ -116,6 +127,10 @@ def demo(size_mb: int, small_files: int) -> None:
 def relay_server(control_port: int) -> None:
     """Run the relay for a DMZ (not built yet)."""
     fail(PROGRAM, "relay_server is not built yet; see the issue tracker", EXIT_FAILURE)
+
+
+cli.add_command(start)
+cli.add_command(stop)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -307,16 +307,25 @@ class FileSender:
     async def report_loop(self, publish: Callable[[float], None]) -> None:
         """Count sent bytes in the metrics and call `publish(rate_bps)` every half second."""
         last_bytes, last_retransmitted, last_time = 0, 0, time.monotonic()
-        while True:
-            await asyncio.sleep(REPORT_EVERY)
-            now = time.monotonic()
+
+        def count() -> int:
+            """Add what was sent since the last count to the metrics; return the total."""
+            nonlocal last_bytes, last_retransmitted
             stats = self._link.statistics()
             sent, retransmitted = stats.stream_bytes_sent, stats.bytes_retransmitted
-            rate = (sent - last_bytes) * 8 / max(now - last_time, 1e-3)
             self._metrics.bytes.labels("outgoing").inc(max(sent - last_bytes, 0))
             self._metrics.retransmitted.inc(max(retransmitted - last_retransmitted, 0))
-            last_bytes, last_retransmitted, last_time = sent, retransmitted, now
-            publish(rate)
+            before, last_bytes, last_retransmitted = last_bytes, sent, retransmitted
+            return sent - before
+
+        try:
+            while True:
+                await asyncio.sleep(REPORT_EVERY)
+                now = time.monotonic()
+                publish(count() * 8 / max(now - last_time, 1e-3))
+                last_time = now
+        finally:  # the last half second too: a short transfer is counted all the same
+            count()
 
     def progress(self, previous: Progress, rate: float) -> Progress:
         stats = self._link.statistics()

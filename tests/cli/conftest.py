@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,9 @@ def start_server(base: Path, name: str, *extra: str, socket: bool = False) -> Se
     return server.start()
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    require_root(users=True)
-    base = tmp_path_factory.mktemp("ctl-servers")
+@contextmanager
+def running_pair(base: Path) -> Iterator[Servers]:
+    """`local` (with its socket in `base`) and `remote`, stopped on exit."""
     base.chmod(0o755)
     local = start_server(base, "local", socket=True)
     try:
@@ -64,6 +64,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     finally:
         remote.stop()
         local.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    require_root(users=True)
+    with running_pair(tmp_path_factory.mktemp("ctl-servers")) as pair:
+        yield pair
 
 
 @dataclass
