@@ -2,14 +2,15 @@
 server's resident memory and open descriptors, to show that neither grows.
 
     .venv/bin/python -m bench.soak --minutes 60            # as root; prints a table
-    .venv/bin/python -m bench.soak --minutes 3 --sample-seconds 20   # a quick look
+    .venv/bin/python -m bench.soak --minutes 3 --sample-seconds 20 --warmup-minutes 0
 
 Both servers run on loopback with their own state directories and are driven through their
 local Unix sockets (the kernel vouches for root: no password involved). Each round pushes a
 tree (many small files and one large one) to a fresh directory, checks that the transfer
-COMPLETED, and removes the previous round's copy. After a warm-up, the last three samples
-are compared with the first three (flat: within 10 %) and the least-squares slopes are
-printed per hour. The samples are written to --out as JSON.
+COMPLETED, and removes the previous round's copy. After a warm-up (the receiver's heap
+grows for its first ~10 minutes, then stays), the last five samples are compared with the
+first five (flat: within 10 %) and the least-squares slopes are printed per hour. The
+samples are written to --out as JSON; `--report FILE` prints the table of a saved run.
 """
 
 from __future__ import annotations
@@ -149,10 +150,11 @@ def slope_per_hour(minutes: list[float], values: list[float]) -> float:
 
 
 def change(values: list[float]) -> float:
-    """The last three samples against the first three, as a fraction."""
-    if len(values) < 4:
+    """The median of the last five samples against that of the first five, as a fraction
+    (medians: one sample caught mid-transfer does not decide)."""
+    if len(values) < 6:
         return 0.0
-    early, late = statistics.median(values[:3]), statistics.median(values[-3:])
+    early, late = statistics.median(values[:5]), statistics.median(values[-5:])
     return (late - early) / early if early else 0.0
 
 
@@ -180,12 +182,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--sample-seconds", type=float, default=60.0)
-    parser.add_argument("--warmup-minutes", type=float, default=5.0,
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="print the table of a saved run and exit")
+    parser.add_argument("--warmup-minutes", type=float, default=10.0,
                         help="samples before this are shown but left out of the verdict")
     parser.add_argument("--small-files", type=int, default=500)
     parser.add_argument("--large-mib", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("bench/results/soak.json"))
     args = parser.parse_args()
+    if args.report is not None:
+        print(report(Samples(**json.loads(args.report.read_text())), args.warmup_minutes))
+        return 0
     if os.geteuid() != 0:
         parser.error("run as root (the servers run as root)")
     work = Path(tempfile.mkdtemp(prefix="js-soak-", dir="/var/tmp"))
