@@ -1,10 +1,22 @@
-"""Suite-wide: the test accounts are removed at the end, and the run fails if any remain."""
+"""Suite-wide: the source and destination directories transfer tests start from, and the
+end of the run, which removes the test accounts and fails if any remain."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.system import users
+from tests.system.users import ALICE, require_root
+from tests.transfers.helpers import owned_dir, remove
+
+
+@pytest.fixture
+def dirs():
+    """(src, dst): fresh, owned by ALICE, traversable by everyone; removed afterwards."""
+    require_root(users=True)
+    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
+    yield src, dst
+    remove(src, dst)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

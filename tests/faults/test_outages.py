@@ -20,15 +20,13 @@ from bench.linkemu.link import Link
 from jetstream.v1 import common_pb2, destinations_pb2, destinations_pb2_grpc
 from tests.faults.helpers import FAST_CHECKPOINTS, run_until, server, sha256, write_random_file
 from tests.support.servers import ServerProcess
-from tests.system.users import ALICE, PASSWORDS, require_root
+from tests.system.users import ALICE, PASSWORDS
 from tests.transfers.helpers import (
     Api,
     destination_to,
     login,
     manifest_of,
-    owned_dir,
     push,
-    remove,
     start,
     wait_terminal,
 )
@@ -36,16 +34,8 @@ from tests.transfers.helpers import (
 COMPLETED = common_pb2.TRANSFER_STATE_COMPLETED
 
 
-@pytest.fixture
-def files():
-    require_root(users=True)
-    src, dst = owned_dir(ALICE, "js-src-"), owned_dir(ALICE, "js-dst-")
-    yield src, dst
-    remove(src, dst)
-
-
-def test_a_receiver_frozen_for_60_s_then_resumed(tmp_path, files):
-    src, dst = files
+def test_a_receiver_frozen_for_60_s_then_resumed(tmp_path, dirs):
+    src, dst = dirs
     size = 256 << 20
     write_random_file(src / "big.bin", size, ALICE)
     a, b = server(tmp_path, "a").start(), server(tmp_path, "b").start()
@@ -80,8 +70,8 @@ def test_a_receiver_frozen_for_60_s_then_resumed(tmp_path, files):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="needs /dev/net/tun")
-def test_a_30_s_blackout_of_the_wan(files):
-    src, dst = files
+def test_a_30_s_blackout_of_the_wan(dirs):
+    src, dst = dirs
     size = 96 << 20
     write_random_file(src / "big.bin", size, ALICE)
     base = Path(tempfile.mkdtemp(prefix="js-blackout-"))
@@ -133,8 +123,8 @@ def test_a_30_s_blackout_of_the_wan(files):
     assert done.progress.bytes_resumed >= size // 3, "it continued from its checkpoint"
 
 
-def test_a_peer_that_never_comes_back_fails_after_the_retry_timeout(tmp_path, files):
-    src, dst = files
+def test_a_peer_that_never_comes_back_fails_after_the_retry_timeout(tmp_path, dirs):
+    src, dst = dirs
     (src / "f.bin").write_bytes(b"x" * 1000)
 
     async def main() -> tuple[common_pb2.Transfer, float]:
