@@ -10,6 +10,7 @@ here are reported to the receiver as well, so both ends count them as failed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from jetstream.errors import JetstreamError, PermissionDenied, Unavailable
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.manifests import ManifestEntry, ManifestService
 from jetstream.storage import userfs
-from jetstream.storage.paths import parse_path
+from jetstream.storage.paths import parse_path, printable
 from jetstream.storage.sandbox import Location, Sandbox
 from jetstream.transfers import peerwire, records
 from jetstream.transfers.hashing import HashAlgorithm, new_hasher
@@ -33,6 +34,8 @@ from jetstream.transfers.peerwire import Held
 from jetstream.transfers.store import FileRecord
 from jetstream.transport.endpoint import DataLink
 from jetstream.v1 import common_pb2, stream_records_pb2
+
+log = logging.getLogger(__name__)
 
 CHUNK = 4 << 20
 SMALL_FILE = 256 << 10
@@ -227,7 +230,10 @@ class FileSender:
             size = before.st_size
             same = held is not None and held[:2] == (size, before.st_mtime_ns)
             skip = held[2] if held is not None and same else RangeSet()
-            self._bytes_resumed += sum(stop - start for start, stop in skip)
+            kept = sum(stop - start for start, stop in skip)
+            self._bytes_resumed += kept
+            log.info("sending %s: the receiver holds %d of its %d bytes",
+                     printable(entry.dest_path), kept, size)
             file_id = self._header(entry, size, before.st_mtime_ns)
             stream = records.file_stream(file_id)
             hasher = new_hasher(self._spec.hash_algorithm)
