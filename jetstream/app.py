@@ -24,6 +24,7 @@ from jetstream.auth.sessions import SessionStore
 from jetstream.client.pool import ChannelPool
 from jetstream.config import ServerConfig, is_loopback
 from jetstream.datachannel.config import DataChannelConfig
+from jetstream.observability.datachannel_metrics import RejectedDatagrams
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.observability.transfer_metrics import TransferMetrics
@@ -143,6 +144,8 @@ async def start_server(
         datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
                                         keep_alive_interval=config.data_idle_timeout / 3)
         receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
+        if metrics is not None:
+            metrics.registry.register(RejectedDatagrams(receive_endpoint.rejections))
         transfer_metrics = TransferMetrics(metrics.registry if metrics else None)
         incoming_store, transfer_store = IncomingStore(db), TransferStore(db)
         bandwidth = BandwidthService(db, _fixed_bandwidth(config))
