@@ -305,7 +305,7 @@ class DataEndpoint:
                 link = by_cid.get(bytes(data[1:_CID_END]))  # a short header: route by cid
             else:
                 link = self._route(data, addr)
-            if link is None:
+            if link is None or link.connection.is_closed:  # closed: forgotten at its pump
                 self.rejected += 1
                 continue
             link.connection.receive_datagram(data, addr, now)
