@@ -39,19 +39,42 @@ class OneRtt:
         return header + self._phases[phase].seal(packet_number, header, payload)
 
 
-class FakeClient:
-    """A client holding `TICKET`: seals INITIALs, then 1-RTT packets once the server's
-    HANDSHAKE is read."""
+class _Peer:
+    """What both ends hold before the handshake: a connection id, an ephemeral key, its
+    HELLO, and the ticket-derived keys of the handshake packets."""
 
-    def __init__(self, seed: int = 1, ticket: SessionTicket = TICKET) -> None:
+    def __init__(self, seed: int, ticket: SessionTicket, *, client: bool) -> None:
         rng = random.Random(seed)
         self.ticket = ticket
         self.cid = rng.randbytes(wire.CID_LENGTH)
         self._kex = KeyExchange(ticket, rng.randbytes)
         self.hello = wire.encode_hello_frame(self._kex.public_key, PARAMS)
         c2s, s2c = initial_secrets(ticket.secret, ticket.ticket_id)
-        self._send = PacketProtection(AEAD, c2s)
-        self._receive = PacketProtection(AEAD, s2c)
+        ours, theirs = (c2s, s2c) if client else (s2c, c2s)
+        self._send = PacketProtection(AEAD, ours)
+        self._receive = PacketProtection(AEAD, theirs)
+
+    def _open(self, datagram: bytes) -> tuple[wire.LongHeader, wire.HelloFrame] | None:
+        """The header and HELLO of the other end's handshake packet (None if it is not
+        one that carries a HELLO)."""
+        try:
+            header = wire.decode_long_header(datagram)
+        except RemoteProtocolError:
+            return None
+        plaintext = self._receive.open(header.truncated_pn, datagram[:header.size],
+                                       datagram[header.size:])
+        if plaintext is None:
+            return None
+        hello = HelloExchange.read(plaintext)
+        return (header, hello) if isinstance(hello, wire.HelloFrame) else None
+
+
+class FakeClient(_Peer):
+    """A client holding `TICKET`: seals INITIALs, then 1-RTT packets once the server's
+    HANDSHAKE is read."""
+
+    def __init__(self, seed: int = 1, ticket: SessionTicket = TICKET) -> None:
+        super().__init__(seed, ticket, client=True)
 
     def initial(self, frames: bytes, packet_number: int, destination_cid: bytes, *,
                 pad: bool = True, version: int | None = None,
@@ -68,47 +91,28 @@ class FakeClient:
     def finish(self, handshake: bytes) -> OneRtt | None:
         """The client-to-server 1-RTT sealer, from the server's HANDSHAKE (None if it is
         not one that carries a HELLO)."""
-        try:
-            header = wire.decode_long_header(handshake)
-        except RemoteProtocolError:
+        opened = self._open(handshake)
+        if opened is None or opened[0].packet_type is not PacketType.HANDSHAKE:
             return None
-        if header.packet_type is not PacketType.HANDSHAKE:
-            return None
-        plaintext = self._receive.open(header.truncated_pn, handshake[:header.size],
-                                       handshake[header.size:])
-        if plaintext is None:
-            return None
-        hello = HelloExchange.read(plaintext)
-        if not isinstance(hello, wire.HelloFrame):
-            return None
+        header, hello = opened
         server_hello = wire.encode_hello_frame(hello.public_key, hello.params)
         c2s, _s2c = self._kex.traffic_secrets(hello.public_key, self.cid, header.source_cid,
                                              self.hello, server_hello)
         return OneRtt(c2s, header.source_cid)
 
 
-class FakeServer:
+class FakeServer(_Peer):
     """A server that issued `TICKET`: reads a client's INITIAL and answers HANDSHAKEs."""
 
     def __init__(self, seed: int = 2, ticket: SessionTicket = TICKET) -> None:
-        rng = random.Random(seed)
-        self.ticket = ticket
-        self.cid = rng.randbytes(wire.CID_LENGTH)
-        self._kex = KeyExchange(ticket, rng.randbytes)
-        self.hello = wire.encode_hello_frame(self._kex.public_key, PARAMS)
-        c2s, s2c = initial_secrets(ticket.secret, ticket.ticket_id)
-        self._send = PacketProtection(AEAD, s2c)
-        self._receive = PacketProtection(AEAD, c2s)
+        super().__init__(seed, ticket, client=False)
         self.client_cid = b""
 
     def accept(self, initial: bytes) -> OneRtt:
         """The server-to-client 1-RTT sealer, from the client's genuine INITIAL."""
-        header = wire.decode_long_header(initial)
-        plaintext = self._receive.open(header.truncated_pn, initial[:header.size],
-                                       initial[header.size:])
-        assert plaintext is not None, "not an INITIAL of this ticket"
-        hello = HelloExchange.read(plaintext)
-        assert isinstance(hello, wire.HelloFrame)
+        opened = self._open(initial)
+        assert opened is not None, "not an INITIAL of this ticket"
+        header, hello = opened
         self.client_cid = header.source_cid
         client_hello = wire.encode_hello_frame(hello.public_key, hello.params)
         _c2s, s2c = self._kex.traffic_secrets(hello.public_key, header.source_cid, self.cid,

@@ -41,7 +41,7 @@ def _server_role(fdp: atheris.FuzzedDataProvider) -> None:
     sent: list[bytes] = []
     now = 0.0
     for _ in range(fdp.ConsumeIntInRange(1, 8)):
-        op = fdp.ConsumeIntInRange(0, 6)
+        op = fdp.ConsumeIntInRange(0, 5)
         datagram: bytes | None = None
         addr = ELSEWHERE if fdp.ConsumeIntInRange(0, 7) == 0 else PEER
         if op <= 1:
@@ -55,16 +55,10 @@ def _server_role(fdp: atheris.FuzzedDataProvider) -> None:
                 ticket_id=None if fdp.ConsumeIntInRange(0, 15) else fdp.ConsumeBytes(16))
             sent.append(datagram)
         elif op == 2:
-            datagram = bytes([wire.FLAG_LONG | fdp.ConsumeIntInRange(0, 0x7F)]) + \
-                fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 1400))
-        elif op == 3:
-            datagram = damaged(fdp, sent)
-        elif op == 4 and sealer is not None:
-            datagram = sealer.seal(fuzz_frames(fdp), 1 + fdp.ConsumeIntInRange(0, 8))
-        elif op == 5:
-            now += fdp.ConsumeIntInRange(0, 15_000) / 1000
-            if (timer := server.get_timer()) is not None and timer <= now:
-                server.handle_timer(now)
+            if sealer is not None:
+                datagram = sealer.seal(fuzz_frames(fdp), 1 + fdp.ConsumeIntInRange(0, 8))
+        else:
+            datagram, now = _either_role(fdp, op, server, sent, now)
         if datagram is not None:
             server.receive_datagram(datagram, addr, now)
         out = server.datagrams_to_send(now)
@@ -102,7 +96,7 @@ def _client_role(fdp: atheris.FuzzedDataProvider) -> None:
     sent: list[bytes] = []
     now = 0.0
     for _ in range(fdp.ConsumeIntInRange(1, 8)):
-        op = fdp.ConsumeIntInRange(0, 6)
+        op = fdp.ConsumeIntInRange(0, 5)
         datagram: bytes | None = None
         if op <= 1:
             frames = SERVER.hello if op == 0 else fuzz_frames(fdp)
@@ -115,19 +109,26 @@ def _client_role(fdp: atheris.FuzzedDataProvider) -> None:
                 version=None if fdp.ConsumeIntInRange(0, 7) else fdp.ConsumeInt(4) & 0xFFFFFFFF)
             sent.append(datagram)
         elif op == 2:
-            datagram = bytes([wire.FLAG_LONG | fdp.ConsumeIntInRange(0, 0x7F)]) + \
-                fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 1400))
-        elif op == 3:
-            datagram = damaged(fdp, sent)
-        elif op == 4:
             datagram = TO_CLIENT.seal(fuzz_frames(fdp), 1 + fdp.ConsumeIntInRange(0, 8))
-        elif op == 5:
-            now += fdp.ConsumeIntInRange(0, 15_000) / 1000
-            if (timer := client.get_timer()) is not None and timer <= now:
-                client.handle_timer(now)
+        else:
+            datagram, now = _either_role(fdp, op, client, sent, now)
         if datagram is not None:
             client.receive_datagram(datagram, PEER, now)
         client.datagrams_to_send(now)
         while client.next_event() is not None:
             pass
 
+
+def _either_role(fdp: atheris.FuzzedDataProvider, op: int, connection: Connection,
+                 sent: list[bytes], now: float) -> tuple[bytes | None, float]:
+    """The steps both roles share: a raw long-header datagram, a damaged copy of an earlier
+    packet, or time passing (the datagram to deliver, and the time)."""
+    if op == 3:
+        return bytes([wire.FLAG_LONG | fdp.ConsumeIntInRange(0, 0x7F)]) + \
+            fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 1400)), now
+    if op == 4:
+        return damaged(fdp, sent), now
+    now += fdp.ConsumeIntInRange(0, 15_000) / 1000
+    if (timer := connection.get_timer()) is not None and timer <= now:
+        connection.handle_timer(now)
+    return None, now
