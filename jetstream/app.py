@@ -27,6 +27,7 @@ from jetstream.client.pool import ChannelPool
 from jetstream.config import ServerConfig, is_loopback, notify_socket
 from jetstream.datachannel.config import DataChannelConfig
 from jetstream.listen_errors import DATA, METRICS, listen_error
+from jetstream.observability.datachannel_metrics import RejectedDatagrams
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.observability.transfer_metrics import TransferMetrics
@@ -201,6 +202,8 @@ async def _start(
     datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
                                     keep_alive_interval=config.data_idle_timeout / 3)
     receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
+    if metrics is not None:
+        metrics.registry.register(RejectedDatagrams(receive_endpoint.rejections))
     undo.callback(receive_endpoint.close)
     transfer_metrics = TransferMetrics(metrics.registry if metrics else None)
     incoming_store, transfer_store = IncomingStore(db), TransferStore(db)

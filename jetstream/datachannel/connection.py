@@ -361,6 +361,7 @@ class Connection:
 
     def _receive_long(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         if self.state is _CLOSING:
+            self._counters.reject(Rejection.MALFORMED)  # no handshake packet is taken now
             return
         opened = self._hs.open(data, self._acks)
         if isinstance(opened, Rejection):

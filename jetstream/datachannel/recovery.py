@@ -23,6 +23,9 @@ K_GRANULARITY = 0.001
 K_PERSISTENT_CONGESTION_PTOS = 3
 """This many consecutive probe timeouts without an ACK count as persistent congestion."""
 K_MAX_PROBES = 2
+MIN_RTT_SAMPLE = 1e-6
+"""Samples are at least this (seconds): a zero one (both timestamps from one clock reading,
+as a simulator or a coarse clock gives) would make the rate model divide by zero."""
 
 StreamChunk = tuple[int, int, memoryview, bool]
 """(stream id, offset, data, fin): stream bytes queued, in flight or waiting to be resent."""
@@ -80,6 +83,8 @@ class RttEstimator:
         self.has_sample = False
 
     def update(self, sample: float, ack_delay: float) -> None:
+        if sample < MIN_RTT_SAMPLE:  # a clock that did not move between send and answer
+            sample = MIN_RTT_SAMPLE
         self.latest = sample
         if not self.has_sample:
             self.has_sample = True

@@ -165,8 +165,9 @@ def printable(text: str | bytes) -> str:
     """`text` with everything that could forge or hide log content escaped.
 
     Control, format (bidi), separator and unassigned characters, backslashes and slash
-    look-alikes become `\\xNN`/`\\uNNNN`; bytes that are not UTF-8 become `\\xNN`. One path
-    always stays one line, and two different names never print the same.
+    look-alikes become `\\xNN` (ASCII) or `\\uNNNN`; bytes that are not UTF-8 become `\\xNN`
+    (only they can, so U+0080 and the byte 0x80 stay apart). One path always stays one line,
+    and two different names never print the same.
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "surrogateescape")
@@ -179,7 +180,7 @@ def printable(text: str | bytes) -> str:
             out.append("\\\\")
         elif char.isprintable() and char not in _SLASH_LOOKALIKES:
             out.append(char)
-        elif code < 0x100:
+        elif code < 0x80:
             out.append(f"\\x{code:02x}")
         elif code < 0x10000:
             out.append(f"\\u{code:04x}")

@@ -21,6 +21,7 @@ from jetstream.datachannel.config import DataChannelConfig
 from jetstream.datachannel.congestion import RatePolicy as CorePolicy
 from jetstream.datachannel.events import ConnectionTerminated, Event, StreamDataReceived
 from jetstream.datachannel.rangeset import RangeSet
+from jetstream.datachannel.wire import ErrorCode
 from jetstream.errors import JetstreamError, PermissionDenied, Unavailable
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.manifests import ManifestEntry, ManifestService
@@ -54,14 +55,16 @@ _CORE_POLICY = {RatePolicy.FAIR: CorePolicy.FAIR, RatePolicy.FIXED: CorePolicy.F
 def data_channel_config(base: DataChannelConfig, rate: RateLimits,
                         ceiling_bps: int) -> DataChannelConfig:
     """The sending side's data-channel settings for a transfer's rate limits and a further
-    ceiling (destination, server-wide share, the other side's answer; 0: none)."""
+    ceiling (destination, server-wide share, the other side's answer; 0: none). A ceiling
+    below the transfer's floor lowers the floor: the settings stay usable."""
     ceilings = [r for r in (rate.max_bps, ceiling_bps) if r]
+    ceiling = min(ceilings) if ceilings else None
     return replace(
         base,
         rate_policy=_CORE_POLICY[rate.policy],
-        min_rate=rate.min_bps,
+        min_rate=rate.min_bps if ceiling is None else min(rate.min_bps, ceiling),
         target_rate=rate.target_bps or None,
-        max_rate=min(ceilings) if ceilings else None,
+        max_rate=ceiling,
     )
 
 
@@ -125,13 +128,17 @@ class FileSender:
         if isinstance(event, StreamDataReceived) and event.stream_id == records.RECEIVER_STREAM:
             data = self._assembler.add(event.offset, event.data)
             self._link.consumed(len(event.data))
-            for record in self._reader.feed(data):
-                if record.WhichOneof("record") == "rate_limit":
-                    if self._on_rate is not None:
-                        self._on_rate(peerwire.rate_from_wire(record.rate_limit))
-                    continue
-                self._settle(record.outcome)
-                self._outcome_arrived.set()
+            try:
+                for record in self._reader.feed(data):
+                    if record.WhichOneof("record") == "rate_limit":
+                        if self._on_rate is not None:
+                            self._on_rate(peerwire.rate_from_wire(record.rate_limit))
+                        continue
+                    self._settle(record.outcome)
+                    self._outcome_arrived.set()
+            except JetstreamError as exc:  # a broken record ends this session, nothing else
+                log.warning("the receiver broke the records protocol: %s", exc)
+                self._link.close(ErrorCode.PROTOCOL_VIOLATION, f"bad receiver record: {exc}")
         elif isinstance(event, ConnectionTerminated):
             self._terminated = event
             self._outcome_arrived.set()

@@ -60,6 +60,16 @@ class RateLimits:
     max_bps: int = 0
     policy: RatePolicy = RatePolicy.FAIR
 
+    def problem(self) -> str | None:
+        """Why no data channel could run at these limits (None: it can)."""
+        if self.max_bps and self.min_bps > self.max_bps:
+            return "min_bps exceeds max_bps"
+        if self.max_bps and self.target_bps > self.max_bps:
+            return "target_bps exceeds max_bps"
+        if self.policy is RatePolicy.FIXED and not self.target_bps:
+            return "the fixed policy needs target_bps"
+        return None
+
 
 @dataclass(frozen=True)
 class TransferOptions:

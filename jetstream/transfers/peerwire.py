@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jetstream.datachannel.rangeset import RangeSet
 from jetstream.errors import InvalidArgument
 from jetstream.services.manifests import ManifestSpec
+from jetstream.storage.paths import printable
 from jetstream.transfers.incoming import FileCheckpoint
 from jetstream.transfers.model import RateLimits, RatePolicy
 from jetstream.v1 import common_pb2, manifests_pb2, peer_pb2
@@ -39,10 +40,15 @@ def to_wire(checkpoint: FileCheckpoint) -> peer_pb2.ReceivedFileState:
 
 
 def held(states: Iterable[peer_pb2.ReceivedFileState]) -> Held:
+    """InvalidArgument for a modify_time outside what a Timestamp may hold."""
     out: Held = {}
     for state in states:
+        try:
+            mtime_ns = state.modify_time.ToNanoseconds()
+        except ValueError as exc:
+            raise InvalidArgument(f"received file {printable(state.path)}: {exc}") from None
         ranges = RangeSet((r.offset, r.offset + r.length) for r in state.received_ranges)
-        out[state.path] = (state.size_bytes, state.modify_time.ToNanoseconds(), ranges)
+        out[state.path] = (state.size_bytes, mtime_ns, ranges)
     return out
 
 
@@ -52,11 +58,17 @@ def rate_to_wire(rate: RateLimits) -> common_pb2.RateLimit:
 
 
 def rate_from_wire(message: common_pb2.RateLimit) -> RateLimits:
+    """Limits a data channel can run at; InvalidArgument for any others (a peer's record
+    included: its rate limits reach the sender's data channel as they are)."""
     if message.policy and message.policy not in _POLICY_FROM_WIRE:
         raise InvalidArgument(f"unknown rate policy {message.policy}")
-    return RateLimits(min_bps=message.min_bps, target_bps=message.target_bps,
+    rate = RateLimits(min_bps=message.min_bps, target_bps=message.target_bps,
                       max_bps=message.max_bps,
                       policy=_POLICY_FROM_WIRE.get(message.policy, RatePolicy.FAIR))
+    problem = rate.problem()
+    if problem is not None:
+        raise InvalidArgument(f"rate_limit: {problem}")
+    return rate
 
 
 def spec_to_wire(spec: ManifestSpec) -> manifests_pb2.ManifestSpec:

@@ -553,8 +553,6 @@ def _check_options(options: TransferOptions, priority: int | None) -> None:
         raise InvalidArgument("priority must be from 0 (first) to 100 (last)")
     if not 0.1 <= options.checkpoint_interval <= 3600:
         raise InvalidArgument("checkpoint_interval must be from 0.1 s to 1 hour")
-    rate = options.rate
-    if rate.max_bps and rate.min_bps > rate.max_bps:
-        raise InvalidArgument("rate_limit.min_bps exceeds max_bps")
-    if rate.max_bps and rate.target_bps > rate.max_bps:
-        raise InvalidArgument("rate_limit.target_bps exceeds max_bps")
+    problem = options.rate.problem()
+    if problem is not None:
+        raise InvalidArgument(f"rate_limit: {problem}")

@@ -47,6 +47,8 @@ EventHandler = Callable[[Event], None]
 RECEIVE_BATCH = 512
 LOOPBACK_DATAGRAM_SIZE = 32_000
 """Two of them fill one GSO send (64 KiB)."""
+CONNECTION_REJECTIONS = ("malformed", "auth", "replay")
+"""Why a connection drops a datagram (`ConnectionStats.rejected_*`)."""
 POLL_INTERVAL = 0.001
 """Seconds between reads while datagrams keep arriving: adds at most this much to the RTT,
 far below the queueing delay rate control tolerates (docs/protocol.md section 9)."""
@@ -213,6 +215,9 @@ class DataEndpoint:
         self._rng = random.SystemRandom()
         self._unproven: dict[DataLink, bytes] = {}
         self.rejected = 0
+        """Datagrams no connection took: an unknown connection id or ticket, or no packet."""
+        self._retired: dict[str, int] = dict.fromkeys(CONNECTION_REJECTIONS, 0)
+        """What the connections forgotten so far dropped, by reason."""
         self._poll: asyncio.TimerHandle | None = None
         self.loop.add_reader(sock.fileno(), self._on_readable)
 
@@ -300,7 +305,7 @@ class DataEndpoint:
                 link = by_cid.get(bytes(data[1:_CID_END]))  # a short header: route by cid
             else:
                 link = self._route(data, addr)
-            if link is None:
+            if link is None or link.connection.is_closed:  # closed: forgotten at its pump
                 self.rejected += 1
                 continue
             link.connection.receive_datagram(data, addr, now)
@@ -349,6 +354,17 @@ class DataEndpoint:
         self._unproven.pop(link, None)
         if self._by_cid.get(link.connection.local_cid) is link:
             del self._by_cid[link.connection.local_cid]
+            _add_rejections(self._retired, link.connection.statistics())
+
+    def rejections(self) -> dict[str, int]:
+        """Datagrams dropped without reply since the endpoint opened, by reason: the
+        connections' own (malformed, auth, replay) and "unrouted" (see `rejected`). Safe to
+        call from another thread (a metrics scrape)."""
+        totals = dict(self._retired)
+        for link in list(self._by_cid.values()):
+            _add_rejections(totals, link.connection.statistics())
+        totals["unrouted"] = self.rejected
+        return totals
 
     def close(self) -> None:
         for link in list(self._by_cid.values()):
@@ -381,6 +397,12 @@ def _is_loopback(host: object) -> bool:
         return False
     mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def _add_rejections(totals: dict[str, int], stats: ConnectionStats) -> None:
+    totals["malformed"] += stats.rejected_malformed
+    totals["auth"] += stats.rejected_auth
+    totals["replay"] += stats.rejected_replay
 
 
 def _ignore(event: Event) -> None:

@@ -54,6 +54,17 @@ def test_handshake_reports_completion_on_both_sides() -> None:
     assert pair.client.statistics().smoothed_rtt == pytest.approx(0.02)
 
 
+def test_handshake_answered_within_one_clock_reading() -> None:
+    """Found by fuzzing (tests/fuzz/regressions/handshake): a HANDSHAKE that arrives at the
+    very time of the INITIAL is an RTT sample of 0, which the rate model divided by."""
+    pair = make_pair()
+    pair.client.connect(SERVER, 1.0)
+    deliver(pair.client.datagrams_to_send(1.0), pair.server, CLIENT, 1.0)
+    deliver(pair.server.datagrams_to_send(1.0), pair.client, SERVER, 1.0)
+    assert any(isinstance(e, HandshakeCompleted) for e in drain_events(pair.client))
+    assert pair.client.statistics().smoothed_rtt > 0
+
+
 def test_ten_thousand_files_share_packets_and_round_trips() -> None:
     streams = {i: bytes([i % 251]) * (i % 97) for i in range(10_000)}
     network, flow, done = transfer(streams, seed=1, forward=LINK, backward=BACK, max_time=30)

@@ -132,3 +132,20 @@ def test_no_secret_in_reprs_or_statistics() -> None:
         repr(pair.client.statistics()),
     ):
         assert secret.hex() not in text and repr(secret) not in text
+
+
+def test_every_datagram_is_counted_while_closing() -> None:
+    """A late or replayed INITIAL reaching a closing connection is dropped and counted
+    (jetstream_datachannel_rejected_datagrams_total adds up to what arrived)."""
+    pair = make_pair(seed=5)
+    pair.client.connect(SERVER, 0.0)
+    initial = pair.client.datagrams_to_send(0.0)[0][0]
+    deliver([(initial, SERVER)], pair.server, CLIENT, 0.01)
+    deliver(pair.server.datagrams_to_send(0.01), pair.client, SERVER, 0.02)
+    deliver(pair.client.datagrams_to_send(0.02), pair.server, CLIENT, 0.03)
+    pair.server.close()
+    before = pair.server.statistics()
+    pair.server.receive_datagram(initial, CLIENT, 0.04)
+    after = pair.server.statistics()
+    assert after.packets_rejected + after.packets_received == \
+        before.packets_rejected + before.packets_received + 1

@@ -150,10 +150,20 @@ def test_any_text_is_refused_or_safe(raw):
         ("a\u2215b", "a\\u2215b"),
         (b"caf\xe9", "caf\\xe9"),
         ("caf\u00e9", "caf\u00e9"),
+        ("a\x85b", "a\\u0085b"),  # a C1 control: never \x85, which is the byte 0x85
+        (b"a\x85b", "a\\x85b"),
     ],
 )
 def test_printable(text, shown):
     assert printable(text) == shown
+
+
+def test_a_character_and_a_byte_never_print_the_same():
+    """Found with the fuzz harness's oracle (tests/fuzz/regressions/paths): U+0080 (bytes
+    C2 80 on disk) and the undecodable byte 0x80 both printed as \\x80."""
+    assert printable("\x80") != printable(b"\x80")
+    assert printable("\x80") != printable("\udc80")  # the byte, as os.listdir gives it
+    assert printable(b"\x80") == printable("\udc80")
 
 
 @given(st.text())

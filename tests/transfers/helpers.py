@@ -66,10 +66,12 @@ async def login(stack: AsyncExitStack, server: Server | int, user: str) -> Api:
     return Api(channel, (("authorization", f"Bearer {reply.session_token}"),))
 
 
-async def destination_to(api: Api, target: Server | int, user: str, name: str = "dest") -> str:
+async def destination_to(api: Api, target: Server | int, user: str, name: str = "dest",
+                         udp_port: int = 0) -> str:
+    """`udp_port`: where the data goes instead of the target's receive port (a relay)."""
     reply = await api.destinations.CreateDestination(destinations_pb2.CreateDestinationRequest(
         destination=destinations_pb2.Destination(
-            host="127.0.0.1", api_port=_port(target),
+            host="127.0.0.1", api_port=_port(target), udp_port=udp_port,
             password=destinations_pb2.PasswordCredentials(username=user,
                                                           password=PASSWORDS[user])),
         destination_id=name), metadata=api.auth)

@@ -114,3 +114,51 @@ def test_garbage_and_unknown_tickets_get_no_reply():
             server.close()
 
     asyncio.run(main())
+
+
+def test_rejections_are_counted_by_reason_and_outlive_their_connection():
+    """What `jetstream_datachannel_rejected_datagrams_total` exports (app.py)."""
+    async def main() -> None:
+        config = DataChannelConfig()
+        server = DataEndpoint(udp(), config)
+        client = DataEndpoint(udp(), config)
+        sent: list[bytes] = []
+        real_send = client.socket.send
+
+        def tap(datagrams, addr):  # the client's genuine packets, for replaying
+            sent.extend(bytes(d) for d in datagrams)
+            return real_send(datagrams, addr)
+
+        client.socket.send = tap  # type: ignore[method-assign]
+        accepted: asyncio.Future[DataLink] = asyncio.get_running_loop().create_future()
+        ticket = random_ticket()
+        server.expect(ticket, accepted.set_result)
+        link = client.connect(("127.0.0.1", server.port), ticket)
+        attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            await asyncio.wait_for(link.established, 10)
+            server_link = await asyncio.wait_for(accepted, 10)
+            link.send(1, b"x" * 5000, end_stream=True)
+            await asyncio.sleep(0.2)
+            short = [d for d in sent if not d[0] & 0x80]
+            forged = bytearray(short[-1])  # a packet number not seen yet, a wrong tag
+            forged[9:13] = (int.from_bytes(forged[9:13], "big") + 1000).to_bytes(4, "big")
+            for datagram in (*short, bytes(forged), os.urandom(300), sent[0]):
+                attacker.sendto(datagram, ("127.0.0.1", server.port))
+            await asyncio.sleep(0.2)
+            live = server.rejections()
+            assert live == {"malformed": 0, "auth": 1, "replay": len(short),
+                            "unrouted": 2}, live  # random bytes, and the spent INITIAL
+            server_link.close()
+            for _ in range(100):
+                if server_link.connection.is_closed:  # and forgotten: its counts stay
+                    break
+                await asyncio.sleep(0.05)
+            assert server_link.connection.is_closed
+            assert server.rejections() == live
+        finally:
+            attacker.close()
+            client.close()
+            server.close()
+
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""atheris fuzz harnesses, one module per target, and their runner (see README.md)."""

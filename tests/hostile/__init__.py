@@ -1,0 +1,1 @@
+"""Hostile input at real servers over real sockets (see test_datagrams.py)."""
