@@ -27,6 +27,7 @@ from jetstream.datachannel.config import DataChannelConfig
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.observability.transfer_metrics import TransferMetrics
+from jetstream.relay.link import RelayLink, RelaySettings
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
 from jetstream.services.bandwidth import BandwidthLimits, BandwidthService
 from jetstream.services.destinations import DestinationService
@@ -44,7 +45,7 @@ from jetstream.storage.userfs import UserFS
 from jetstream.tls import TlsIdentity, load_tls_identity
 from jetstream.transfers.incoming import IncomingStore
 from jetstream.transfers.model import Direction, Progress, Transfer
-from jetstream.transfers.peer import ReceiveService
+from jetstream.transfers.peer import ReceiveService, own_port
 from jetstream.transfers.puller import PullJob
 from jetstream.transfers.sender import PushJob, SenderContext
 from jetstream.transfers.sendsessions import SendService
@@ -74,12 +75,15 @@ class Server:
     udp_sockets: list[socket.socket] = field(default_factory=list)
     local: LocalSocket | None = None
     pool: ChannelPool | None = None
+    relay: RelayLink | None = None
 
     @property
     def api_port(self) -> int:
         return self.api.port
 
     async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
         await self.api.stop(self.config.shutdown_grace)
         if self.local is not None:
             await self.local.stop()
@@ -143,15 +147,22 @@ async def start_server(
         datachannel = DataChannelConfig(idle_timeout=config.data_idle_timeout,
                                         keep_alive_interval=config.data_idle_timeout / 3)
         receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
+        relay = _relay_link(config, tls, receive_endpoint, identity.server_uid, info)
+        data_address = own_port(receive_endpoint)
+        if relay is not None:
+            info.relay = relay.status
+            data_address = relay.data_address_or(data_address)
         transfer_metrics = TransferMetrics(metrics.registry if metrics else None)
         incoming_store, transfer_store = IncomingStore(db), TransferStore(db)
         bandwidth = BandwidthService(db, _fixed_bandwidth(config))
         receive = ReceiveService(incoming_store, files, sandboxes, receive_endpoint,
                                  metrics=transfer_metrics, bandwidth=bandwidth,
-                                 sending=lambda: transfers.sending or send.sending)
+                                 sending=lambda: transfers.sending or send.sending,
+                                 data_address=data_address)
         send = SendService(manifests, files, sandboxes, receive_endpoint, events,
                            datachannel=datachannel, metrics=transfer_metrics,
-                           bandwidth=bandwidth, receiving=lambda: receive.receiving)
+                           bandwidth=bandwidth, receiving=lambda: receive.receiving,
+                           data_address=data_address)
         transfers = TransferService(transfer_store, destinations, manifests, events,
                                     sandboxes=sandboxes, metrics=transfer_metrics,
                                     bandwidth=bandwidth, receiving=lambda: receive.receiving)
@@ -187,6 +198,7 @@ async def start_server(
             events=EventQueries(db),
             local=(None if config.api_socket is None
                    else LocalSocket(config.api_socket, auth.local_caller)),
+            client_address=relay.client_address if relay is not None else str,
         )
         api = await build_api_server(config, services, tls=tls, metrics=metrics)
         if services.local is not None and not await services.local.start():
@@ -196,11 +208,13 @@ async def start_server(
         db.close()
         raise
     server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
-                    send, receive_endpoint, udp_sockets, services.local, pool)
+                    send, receive_endpoint, udp_sockets, services.local, pool, relay)
     metrics_port = None
     if metrics is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
     info.api_port = api.port
+    if relay is not None:
+        relay.start()
     events.record(
         "server.started",
         f"jetstream {__version__} started (server uid {identity.server_uid})",
@@ -213,6 +227,22 @@ async def start_server(
         f"{config.metrics_host}:{metrics_port}" if metrics_port else "off",
     )
     return server
+
+
+def _relay_link(config: ServerConfig, tls: TlsIdentity | None, endpoint: DataEndpoint,
+                server_uid: str, info: ServerInfoService) -> RelayLink | None:
+    """The link to the relay, if the server receives through one (started once the API is
+    up: it tunnels peers' calls to it)."""
+    if not config.recv_relay_host:
+        return None
+    assert tls is not None  # the configuration refuses a relay with a plaintext API
+    host = config.api_bind_host.strip("[]")
+    api_host = "127.0.0.1" if host in ("", "::", "0.0.0.0") else host
+    settings = RelaySettings(config.recv_relay_host, config.recv_relay_port,
+                             bytes.fromhex(config.recv_relay_fingerprint),
+                             config.recv_relay_public_port)
+    return RelayLink(settings, tls, endpoint, server_uid=server_uid, name=info.friendly_name,
+                     api=lambda: (api_host, info.api_port))
 
 
 def _fixed_bandwidth(config: ServerConfig) -> BandwidthLimits | None:
