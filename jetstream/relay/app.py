@@ -42,7 +42,11 @@ SERVER_OPTIONS = (
 
 def relay_identity(config: RelayConfig) -> TlsIdentity:
     """The relay's certificate and key, made in the state directory on first use."""
-    config.persistent_state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        config.persistent_state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--persistent-state-dir {config.persistent_state_dir}: "
+                          f"{exc.strerror}") from None
     return load_tls_identity(config.persistent_state_dir, config.control_tls_cert,
                              config.control_tls_key)
 

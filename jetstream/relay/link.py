@@ -24,7 +24,7 @@ import grpc
 from grpc import aio
 
 from jetstream.client.channel import Endpoint, open_aio_channel
-from jetstream.errors import JetstreamError, Unavailable
+from jetstream.errors import Unavailable
 from jetstream.relay import proof
 from jetstream.relay.addresses import Address, grpc_peer_address
 from jetstream.relay.path import RelayPath
@@ -47,6 +47,22 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
+
+
+class Backoff:
+    """Exponential backoff with full jitter: each wait is uniform in [0, bound), the bound
+    doubles up to `MAX_BACKOFF`, and a link that lasted `STABLE_AFTER` resets it."""
+
+    def __init__(self, rng: Callable[[], float]) -> None:
+        self._rng = rng
+        self.bound = INITIAL_BACKOFF
+
+    def next(self, *, lasted: float) -> float:
+        if lasted >= STABLE_AFTER:
+            self.bound = INITIAL_BACKOFF
+        delay = self._rng() * self.bound
+        self.bound = min(self.bound * 2, MAX_BACKOFF)
+        return delay
 
 
 @dataclass(frozen=True)
@@ -110,24 +126,22 @@ class RelayLink:
     # --- the connection loop -------------------------------------------------------------------
 
     async def _run(self) -> None:
-        bound = INITIAL_BACKOFF
+        backoff = Backoff(self._rng)
         while True:
             started = time.monotonic()
             try:
                 await self._session()
                 error = "the relay ended the link"
-            except (JetstreamError, aio.AioRpcError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever broke the link: dial again
                 error = _describe(exc)
+                log.debug("relay link failed", exc_info=True)
             finally:
                 self.registered.clear()
             self.state = RelayState(self.state.address, error=error)
-            if time.monotonic() - started >= STABLE_AFTER:
-                bound = INITIAL_BACKOFF
-            delay = self._rng() * bound
+            delay = backoff.next(lasted=time.monotonic() - started)
             log.warning("relay %s: %s; dialling again in %.1f s", self.state.address, error,
                         delay)
             await asyncio.sleep(delay)
-            bound = min(bound * 2, MAX_BACKOFF)
 
     async def _session(self) -> None:
         settings = self._settings

@@ -38,11 +38,14 @@ class RelayMetrics:
                                            "python": platform.python_version()})
         self.registry.register(_RelayCollector(relay))
         self._server: WSGIServer | None = None
+        self.port = 0
+        """Where the endpoint listens, once `serve` ran."""
 
     def serve(self, host: str, port: int) -> int:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         self._server = server
-        return int(server.server_address[1])
+        self.port = int(server.server_address[1])
+        return self.port
 
     def stop(self) -> None:
         if self._server is not None:

@@ -42,14 +42,19 @@ class PublicPort:
         self._loop = asyncio.get_running_loop()
 
     async def open(self) -> None:
-        sock = bind_udp(self.host, self.port)
+        try:
+            sock = bind_udp(self.host, self.port)
+        except OSError as exc:
+            raise OSError(f"cannot open public UDP port {self.host}:{self.port}: "
+                          f"{exc.strerror}") from None
         self.port = int(sock.getsockname()[1])  # the kernel's choice for port 0 (tests)
         self._udp = BatchSocket(sock)
         try:
             self._tcp = await asyncio.start_server(self._accepted, self.host, self.port)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise OSError(f"cannot open public TCP port {self.host}:{self.port}: "
+                          f"{exc.strerror}") from None
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     def send(self, payloads: list[bytes], addr: Address) -> int:
