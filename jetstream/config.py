@@ -13,7 +13,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -341,13 +341,9 @@ RELAY_SETTINGS: tuple[Setting, ...] = (
     _relay("queue_limit", _size, "4m", "Datagram bytes held for one server while its link "
            "is busy; beyond it datagrams are dropped (and counted), so a slow server cannot "
            "grow the relay's memory.", metavar="BYTES"),
-    _relay("disable_telemetry", _boolean, False, "Turn the Prometheus metrics endpoint off."),
-    _relay("metrics_host", _host, "127.0.0.1", "Address of the Prometheus metrics endpoint.",
-           metavar="HOST"),
-    _relay("metrics_port", _port, 9887, "TCP port of the Prometheus metrics endpoint.",
-           metavar="PORT"),
-    _relay("log_level", _log_level, "INFO", "Logging level: debug, info, warning or error.",
-           metavar="LEVEL"),
+    *(replace(_BY_NAME[name], env_prefix=RELAY_ENV_PREFIX, **changed) for name, changed in (
+        ("disable_telemetry", {"help": "Turn the Prometheus metrics endpoint off."}),
+        ("metrics_host", {}), ("metrics_port", {"default": 9887}), ("log_level", {}))),
 )
 
 _RELAY_BY_NAME = {s.name: s for s in RELAY_SETTINGS}

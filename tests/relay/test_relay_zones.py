@@ -179,6 +179,8 @@ def test_push_from_outside_arrives_verified_through_the_relay(site):
 
     asyncio.run(main())
     assert _sha256(site.dst[0] / "first.bin") == _sha256(big)
+    assert f"logged in from ipv4:{z.outside_ip}:" in site.inside[0].log(), \
+        "logins through the tunnel are counted by the sender's address (throttling)"
     scrape = site.relay_metrics()
     assert metric(scrape, "jetstream_relay_servers") == 2
     assert metric(scrape, 'jetstream_relay_bytes_total{direction="to_server"}') > 24 << 20
