@@ -88,6 +88,7 @@ class RelayLink:
         self._tunnelled: dict[Address, str] = {}
         """Our end of each tunnel to the API -> the remote peer's `ip:port`."""
         self.state = RelayState(Endpoint(settings.host, settings.port).target)
+        self._path = RelayPath(endpoint)
         self._task: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
         """Set while registered; tests and the first start wait on it."""
@@ -99,6 +100,7 @@ class RelayLink:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self._path.close()
 
     def status(self) -> RelayState:
         return self.state
@@ -148,7 +150,7 @@ class RelayLink:
         channel, _ = await open_aio_channel(Endpoint(settings.host, settings.port),
                                             pinned=settings.fingerprint,
                                             options=CHANNEL_OPTIONS)
-        path = RelayPath(self._endpoint)
+        path = self._path
         tunnels: set[asyncio.Task[None]] = set()
         try:
             stub = relay_pb2_grpc.RelayServiceStub(channel)
@@ -169,7 +171,7 @@ class RelayLink:
 
             await first_of(_from_relay(call, path, tunnel), _to_relay(call, path))
         finally:
-            path.close()
+            path.reset()
             for task in tunnels:
                 task.cancel()
             await asyncio.gather(*tunnels, return_exceptions=True)

@@ -7,6 +7,12 @@ writer takes it as one batch, usually at the end of the event-loop turn that que
 At most `limit` bytes wait; beyond that datagrams are dropped, as a full socket buffer
 would, and the data channel repairs the loss.
 
+One path serves the link for its whole life, across reconnections. When the link is down,
+or the relay restarted and has not announced a peer again yet, what the endpoint sends
+that peer is dropped: it never falls back to the server's own socket, which would send
+from the inside network straight to the peer, around the relay. Routes of peers a new
+relay does not announce again are removed after `STALE_AFTER`.
+
 The relay cannot read datagrams, so it asks the server whether a peer's address is valid
 (docs/protocol.md section 14): once a connection authenticated a datagram from a peer, the
 next batch says so, and the relay lifts its three-times limit for that peer.
@@ -17,11 +23,12 @@ from __future__ import annotations
 import asyncio
 
 from jetstream.relay.addresses import Address, parse_address
-from jetstream.relay.forwarding import MAX_BATCH_BYTES, batch_size
+from jetstream.relay.forwarding import MAX_BATCH_BYTES, PEER_IDLE_TIMEOUT, batch_size
 from jetstream.transport.endpoint import DataEndpoint
 from jetstream.v1 import relay_pb2 as R
 
 QUEUE_LIMIT = 4 << 20
+STALE_AFTER = PEER_IDLE_TIMEOUT
 
 
 class RelayPath:
@@ -73,6 +80,27 @@ class RelayPath:
             del self._ids[addr]
             self._endpoint.route(addr, None)
 
+    def reset(self) -> None:
+        """A new link (or none): the old relay's peer ids mean nothing any more. Their routes
+        stay, so replies to them are dropped, until a new relay announces them again or
+        `STALE_AFTER` passes."""
+        stale = set(self._ids)
+        self._clear()
+        asyncio.get_running_loop().call_later(STALE_AFTER, self._drop_stale, stale)
+
+    def _clear(self) -> None:
+        self._ids.clear()
+        self._addrs.clear()
+        self._unvalidated.clear()
+        self._peers.clear()
+        self._payloads.clear()
+        self._validated = []
+        self._queued = 0
+
+    def _drop_stale(self, stale: set[Address]) -> None:
+        for addr in stale - self._ids.keys():
+            self._endpoint.route(addr, None)
+
     # --- to the relay (the endpoint's DatagramPath) --------------------------------------------
 
     def send(self, payloads: list[bytes], addr: Address) -> None:
@@ -100,6 +128,7 @@ class RelayPath:
         return batch
 
     def close(self) -> None:
-        """The link ended: the peers it knew go back to the socket (and so, unreachable)."""
-        for peer_id in list(self._addrs):
-            self._forget(peer_id)
+        """The server stops: every route through the path goes."""
+        for addr in list(self._ids):
+            self._endpoint.route(addr, None)
+        self._clear()
