@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("needs root (namespaces, the emulated link, PAM logins)")
     size = parse_size(args.size)
+    load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out_dir = ROOT / "bench" / "results" / f"relay-{stamp}"
     logs = out_dir / "logs"
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(data, ignore_errors=True)
     prof = parse_profile(args.profile)
     text = (f"jetstream through a relay vs. direct, {fmt_bytes(size)} file, profile "
-            f"{prof.key}: {prof.describe()}\n\n" + table(copies, size / (1 << 30), prof.key))
+            f"{prof.key}: {prof.describe()}; load average at the start {load:.1f}\n\n"
+            + table(copies, size / (1 << 30), prof.key))
     relay = [c.goodput_mbps for c in copies if c.path == "relay" and c.ok]
     direct = [c.goodput_mbps for c in copies if c.path == "direct" and c.ok]
     if relay and direct:
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         text += f"\n\nmean goodput through the relay: {share:.1%} of the direct path's"
     (out_dir / "table.md").write_text(text + "\n")
     (out_dir / "results.json").write_text(json.dumps(
-        {"command": " ".join(sys.argv), "profile": asdict(prof), "size": size,
+        {"command": " ".join(sys.argv), "profile": asdict(prof), "size": size, "load": load,
          "copies": [asdict(c) for c in copies]}, indent=2))
     print(text)
     print(f"\nresults: {out_dir}")
