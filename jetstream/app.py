@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -31,7 +30,8 @@ from jetstream.observability.datachannel_metrics import RejectedDatagrams
 from jetstream.observability.logsetup import configure_logging
 from jetstream.observability.metrics import Metrics
 from jetstream.observability.transfer_metrics import TransferMetrics
-from jetstream.sdnotify import notify
+from jetstream.relay.link import RelayLink, RelaySettings
+from jetstream.sdnotify import serve_until_signalled
 from jetstream.services.auth import Authenticator, AuthService, SuperuserPolicy
 from jetstream.services.bandwidth import BandwidthLimits, BandwidthService
 from jetstream.services.destinations import DestinationService
@@ -50,7 +50,7 @@ from jetstream.storage.userfs import UserFS
 from jetstream.tls import TlsIdentity, load_tls_identity
 from jetstream.transfers.incoming import IncomingStore
 from jetstream.transfers.model import Direction, Progress, Transfer
-from jetstream.transfers.peer import ReceiveService
+from jetstream.transfers.peer import ReceiveService, own_port
 from jetstream.transfers.puller import PullJob
 from jetstream.transfers.sender import PushJob, SenderContext
 from jetstream.transfers.sendsessions import SendService
@@ -90,6 +90,7 @@ class Server:
     triggers: TriggerRunner | None = None
     watcher: DirWatcher | None = None
     watches: WatchService | None = None
+    relay: RelayLink | None = None
     stopped: bool = False
 
     @property
@@ -101,6 +102,8 @@ class Server:
         if self.stopped:
             return
         self.stopped = True
+        if self.relay is not None:
+            await self.relay.stop()
         await self.api.stop(self.config.shutdown_grace)
         if self.local is not None:
             await self.local.stop()
@@ -204,17 +207,25 @@ async def _start(
     receive_endpoint = DataEndpoint(udp_sockets[0], datachannel)
     if metrics is not None:
         metrics.registry.register(RejectedDatagrams(receive_endpoint.rejections))
+    relay = _relay_link(config, tls, receive_endpoint, identity.server_uid, info)
+    data_address = own_port(receive_endpoint)
+    if relay is not None:
+        undo.push_async_callback(relay.stop)
+        info.relay = relay.status
+        data_address = relay.data_address_or(data_address)
     undo.callback(receive_endpoint.close)
     transfer_metrics = TransferMetrics(metrics.registry if metrics else None)
     incoming_store, transfer_store = IncomingStore(db), TransferStore(db)
     bandwidth = BandwidthService(db, _fixed_bandwidth(config))
     receive = ReceiveService(incoming_store, files, sandboxes, receive_endpoint,
                              events=events, metrics=transfer_metrics, bandwidth=bandwidth,
-                             sending=lambda: transfers.sending or send.sending)
+                             sending=lambda: transfers.sending or send.sending,
+                             data_address=data_address)
     undo.push_async_callback(receive.close)
     send = SendService(manifests, files, sandboxes, receive_endpoint, events,
                        datachannel=datachannel, metrics=transfer_metrics,
-                       bandwidth=bandwidth, receiving=lambda: receive.receiving)
+                       bandwidth=bandwidth, receiving=lambda: receive.receiving,
+                       data_address=data_address)
     undo.push_async_callback(send.close)
     transfers = TransferService(transfer_store, destinations, manifests, events,
                                 sandboxes=sandboxes, metrics=transfer_metrics,
@@ -258,6 +269,7 @@ async def _start(
         watches=watches,
         local=(None if config.api_socket is None
                else LocalSocket(config.api_socket, auth.local_caller)),
+        client_address=relay.client_address if relay is not None else str,
     )
     api = await build_api_server(config, services, tls=tls, metrics=metrics)
     undo.push_async_callback(api.stop, 0)
@@ -269,9 +281,11 @@ async def _start(
     triggers.start()
     server = Server(config, db, events, api, metrics, files, manifests, transfers, receive,
                     send, receive_endpoint, udp_sockets, services.local, pool, triggers,
-                    watcher, watches)
+                    watcher, watches, relay)
     watches.begin()
     info.api_port = api.port
+    if relay is not None:
+        relay.start()
     events.record(
         "launch",
         f"jetstream {__version__} started (server uid {identity.server_uid})",
@@ -300,6 +314,22 @@ def _bind_data_ports(config: ServerConfig, undo: AsyncExitStack) -> list[socket.
     return sockets
 
 
+def _relay_link(config: ServerConfig, tls: TlsIdentity | None, endpoint: DataEndpoint,
+                server_uid: str, info: ServerInfoService) -> RelayLink | None:
+    """The link to the relay, if the server receives through one (started once the API is
+    up: it tunnels peers' calls to it)."""
+    if not config.recv_relay_host:
+        return None
+    assert tls is not None  # the configuration refuses a relay with a plaintext API
+    host = config.api_bind_host.strip("[]")
+    api_host = "127.0.0.1" if host in ("", "::", "0.0.0.0") else host
+    settings = RelaySettings(config.recv_relay_host, config.recv_relay_port,
+                             bytes.fromhex(config.recv_relay_fingerprint),
+                             config.recv_relay_public_port)
+    return RelayLink(settings, tls, endpoint, server_uid=server_uid, name=info.friendly_name,
+                     api=lambda: (api_host, info.api_port))
+
+
 def _fixed_bandwidth(config: ServerConfig) -> BandwidthLimits | None:
     """Limits given at start-up (flags, environment or file) are fixed; else the API's."""
     given = (config.max_outgoing_rate, config.max_incoming_rate, config.bandwidth_borrowing)
@@ -322,20 +352,13 @@ def _api_tls(config: ServerConfig) -> TlsIdentity | None:
     return None
 
 
-async def _serve(config: ServerConfig) -> None:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    server = await start_server(config)
-    manager = notify_socket()
-    notify(manager, "READY=1", f"STATUS=serving, API port {server.api_port}")
-    await stopping.wait()
-    notify(manager, "STOPPING=1")
-    log.info("shutting down (grace %.1f s)", config.shutdown_grace)
+async def _stop(server: Server) -> None:
+    log.info("shutting down (grace %.1f s)", server.config.shutdown_grace)
     await server.stop()
 
 
 def run_server(config: ServerConfig) -> None:
     configure_logging(config.log_level)
-    asyncio.run(_serve(config))
+    asyncio.run(serve_until_signalled(
+        lambda: start_server(config), _stop,
+        lambda server: f"serving, API port {server.api_port}", notify_socket()))

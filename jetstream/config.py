@@ -14,7 +14,7 @@ import os
 import textwrap
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,32 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _fingerprint(value: Any) -> str:
+    """A SHA-256 certificate fingerprint as lower-case hex; accepts `SHA256:` and colons."""
+    text = str(value).strip().lower().removeprefix("sha256:").replace(":", "")
+    if text == "":
+        return ""
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"must be a SHA-256 fingerprint (64 hex digits), not {value!r}")
+    return text
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size(value: Any) -> int:
+    """Bytes: a whole number, optionally with k, m or g (binary: 4m is 4 MiB)."""
+    text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+    unit = text[-1:] if text[-1:] in ("k", "m", "g") else ""
+    try:
+        size = int(float(text[: len(text) - len(unit)]) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"must be a size in bytes like 4m or 512k, not {value!r}") from None
+    if size <= 0:
+        raise ValueError("must be greater than 0")
+    return size
+
+
 def _log_level(value: Any) -> str:
     level = str(value).strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -138,6 +164,7 @@ class Setting:
     multiple: bool = False
     """A list: the flag may repeat; the variable is comma-separated; TOML takes an array."""
     metavar: str = "VALUE"
+    env_prefix: str = ENV_PREFIX
 
     @property
     def flag(self) -> str:
@@ -145,7 +172,7 @@ class Setting:
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return self.env_prefix + self.name.upper()
 
     @property
     def is_switch(self) -> bool:
@@ -223,6 +250,16 @@ SETTINGS: tuple[Setting, ...] = (
             "host name.", metavar="NAME"),
     Setting("external_address", _text, "", "Address peers should use to reach this server "
             "(behind NAT); shown in GetServerInfo.", metavar="HOST"),
+    Setting("recv_relay_host", _text, "", "Receive through a relay (docs/relay.md): the host of "
+            "a `jetstream relay_server`. The server dials it and needs no inbound traffic; "
+            "peers reach this server at the relay's public port. Empty: off.", metavar="HOST"),
+    Setting("recv_relay_port", _port, 8887, "The relay's control port (its --control-port).",
+            metavar="PORT"),
+    Setting("recv_relay_fingerprint", _fingerprint, "", "SHA-256 fingerprint of the relay's "
+            "TLS certificate, which the relay logs at start; required with --recv-relay-host.",
+            metavar="SHA256"),
+    Setting("recv_relay_public_port", _port, 0, "Public port to hold at the relay (one of its "
+            "--recv-port); 0: the one held last, else any free one.", metavar="PORT"),
     Setting("shutdown_grace", _positive_float, 3.0, "Seconds in-flight API calls may take to "
             "finish on SIGTERM/SIGINT.", metavar="SECONDS"),
     Setting("log_level", _log_level, "INFO", "Logging level: debug, info, warning or error.",
@@ -267,9 +304,23 @@ class ServerConfig:
     health_port: int = 0
     server_name: str = ""
     external_address: str = ""
+    recv_relay_host: str = ""
+    recv_relay_port: int = 8887
+    recv_relay_fingerprint: str = ""
+    recv_relay_public_port: int = 0
     shutdown_grace: float = 3.0
     log_level: str = "INFO"
     config_file: Path | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not self.recv_relay_host:
+            return
+        if not self.recv_relay_fingerprint:
+            raise ConfigError("--recv-relay-host needs --recv-relay-fingerprint: the SHA-256 "
+                              "fingerprint the relay logs at start")
+        if self.api_plaintext:
+            raise ConfigError("--recv-relay-host needs TLS on the API (peers reach it through "
+                              "the relay, which must see only ciphertext): drop --api-plaintext")
 
     @property
     def api_bind_host(self) -> str:
@@ -277,6 +328,75 @@ class ServerConfig:
         if not self.api_allow_remote_control:
             return self.api_host if is_loopback(self.api_host) else "127.0.0.1"
         return self.api_host or "[::]"
+
+
+RELAY_ENV_PREFIX = "JETSTREAM_RELAY_"
+DEFAULT_RELAY_CONFIG_FILE = Path("/etc/jetstream/relay.toml")
+
+
+def _relay(name: str, parse: Callable[[Any], Any], default: Any, help_text: str,
+           **extra: Any) -> Setting:
+    return Setting(name, parse, default, help_text, env_prefix=RELAY_ENV_PREFIX, **extra)
+
+
+RELAY_SETTINGS: tuple[Setting, ...] = (
+    _relay("control_host", _text, "", "Address the control port binds to; empty: every "
+           "interface. Servers dial it; only the inside network needs to reach it.",
+           metavar="HOST"),
+    _relay("control_port", _port, 8887, "TCP port servers dial to register (TLS).",
+           metavar="PORT"),
+    _relay("host", _ip_address, "0.0.0.0", "Address the public ports (UDP and TCP) bind to.",
+           metavar="ADDR"),
+    _relay("recv_port", _port, [8886], "Public port opened on behalf of one server, UDP for "
+           "its data channel and TCP for its control API (repeatable: one per server).",
+           multiple=True, metavar="PORT"),
+    _relay("public_address", _text, "", "Host name or address peers use to reach the public "
+           "ports, told to servers; empty: the address the peer dialled.", metavar="HOST"),
+    _relay("trust_server", _fingerprint, [], "SHA-256 fingerprint of the API certificate of a "
+           "server this relay serves (`jetstream status` on the server shows it; repeatable).",
+           multiple=True, metavar="SHA256"),
+    _relay("persistent_state_dir", _absolute_path, Path("/var/lib/jetstream/relay"),
+           "Directory for the relay's TLS key and certificate (created with mode 0700).",
+           metavar="DIR"),
+    _relay("control_tls_cert", _optional_path, None, "PEM certificate for the control port; "
+           "default: a self-signed one made in the state directory on first start.",
+           metavar="FILE"),
+    _relay("control_tls_key", _optional_path, None, "PEM private key for --control-tls-cert.",
+           metavar="FILE"),
+    _relay("queue_limit", _size, "4m", "Datagram bytes held for one server while its link "
+           "is busy; beyond it datagrams are dropped (and counted), so a slow server cannot "
+           "grow the relay's memory.", metavar="BYTES"),
+    *(replace(_BY_NAME[name], env_prefix=RELAY_ENV_PREFIX, **changed) for name, changed in (
+        ("disable_telemetry", {"help": "Turn the Prometheus metrics endpoint off."}),
+        ("metrics_host", {}), ("metrics_port", {"default": 9887}), ("log_level", {}))),
+)
+
+_RELAY_BY_NAME = {s.name: s for s in RELAY_SETTINGS}
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """The validated relay configuration; see `RELAY_SETTINGS` for what each field means."""
+
+    control_host: str = ""
+    control_port: int = 8887
+    host: str = "0.0.0.0"
+    recv_port: tuple[int, ...] = (8886,)
+    public_address: str = ""
+    trust_server: tuple[str, ...] = ()
+    persistent_state_dir: Path = Path("/var/lib/jetstream/relay")
+    control_tls_cert: Path | None = None
+    control_tls_key: Path | None = None
+    queue_limit: int = 4 << 20
+    disable_telemetry: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9887
+    log_level: str = "INFO"
+    config_file: Path | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if len(set(self.recv_port)) != len(self.recv_port):
+            raise ConfigError("--recv-port: a port is listed twice")
 
 
 def is_loopback(host: str) -> bool:
@@ -301,7 +421,8 @@ def _parse_one(setting: Setting, raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def _from_file(path: Path) -> dict[str, Any]:
+def _from_file(path: Path, table: str = "server",
+               by_name: Mapping[str, Setting] = _BY_NAME) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -309,33 +430,35 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
-    section = data.get("server", data)
+    section = data.get(table, data)
     if not isinstance(section, dict):
-        raise ConfigError(f"config file {path}: [server] must be a table")
+        raise ConfigError(f"config file {path}: [{table}] must be a table")
     values: dict[str, Any] = {}
     for key, raw in section.items():
         name = key.replace("-", "_")
-        setting = _BY_NAME.get(name)
+        setting = by_name.get(name)
         if setting is None:
             raise ConfigError(f"config file {path}: unknown setting {key!r}")
         values[name] = _parse_one(setting, raw, f"{key} in {path}")
     return values
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+def _from_env(env: Mapping[str, str],
+              settings: Iterable[Setting] = SETTINGS) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
+    for setting in settings:
         if setting.env in env:
             values[setting.name] = _parse_one(setting, env[setting.env], setting.env)
     return values
 
 
-def _from_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
+def _from_flags(flags: Mapping[str, Any],
+                by_name: Mapping[str, Setting] = _BY_NAME) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, raw in flags.items():
         if raw is None or (isinstance(raw, tuple | list) and not raw):
             continue
-        setting = _BY_NAME[name]
+        setting = by_name[name]
         values[name] = _parse_one(setting, raw, setting.flag)
     return values
 
@@ -351,11 +474,7 @@ def load_config(
     `config_file` None means: `JETSTREAM_CONFIG` if set, else the default path if it exists.
     """
     env = os.environ if env is None else env
-    path = config_file
-    if path is None and env.get(ENV_PREFIX + "CONFIG"):
-        path = Path(env[ENV_PREFIX + "CONFIG"])
-    elif path is None and DEFAULT_CONFIG_FILE.is_file():
-        path = DEFAULT_CONFIG_FILE
+    path = _config_path(config_file, env, ENV_PREFIX, DEFAULT_CONFIG_FILE)
     merged: dict[str, Any] = {}
     if path is not None:
         merged.update(_from_file(path))
@@ -370,14 +489,42 @@ def notify_socket(env: Mapping[str, str] | None = None) -> str:
     return (os.environ if env is None else env).get("NOTIFY_SOCKET", "")
 
 
-def setting_rows() -> Iterable[tuple[str, str, str, str, str]]:
+def load_relay_config(
+    flags: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> RelayConfig:
+    """`load_config` for `jetstream relay_server`: `JETSTREAM_RELAY_*` variables and the
+    `[relay]` table of `JETSTREAM_RELAY_CONFIG` or /etc/jetstream/relay.toml."""
+    env = os.environ if env is None else env
+    path = _config_path(config_file, env, RELAY_ENV_PREFIX, DEFAULT_RELAY_CONFIG_FILE)
+    merged: dict[str, Any] = {}
+    if path is not None:
+        merged.update(_from_file(path, "relay", _RELAY_BY_NAME))
+    merged.update(_from_env(env, RELAY_SETTINGS))
+    merged.update(_from_flags(flags, _RELAY_BY_NAME))
+    return RelayConfig(**merged, config_file=path)
+
+
+def _config_path(given: Path | None, env: Mapping[str, str], prefix: str,
+                 default: Path) -> Path | None:
+    if given is not None:
+        return given
+    if env.get(prefix + "CONFIG"):
+        return Path(env[prefix + "CONFIG"])
+    return default if default.is_file() else None
+
+
+def setting_rows(settings: Iterable[Setting] = SETTINGS
+                 ) -> Iterable[tuple[str, str, str, str, str]]:
     """(flag, environment variable, TOML key, default, help) for the documentation."""
-    for s in SETTINGS:
+    for s in settings:
         default = s.default
         if default is None:
             shown = "(none)"
         elif isinstance(default, list | tuple):
-            shown = ", ".join(str(v) for v in default)
+            shown = ", ".join(str(v) for v in default) or "(none)"
         elif isinstance(default, bool):
             shown = "true" if default else "false"
         else:
@@ -422,7 +569,19 @@ def render_configuration_doc() -> str:
         "disable_telemetry = false",
         "```",
         "",
+        "## `jetstream relay_server`",
+        "",
+        "The relay (docs/relay.md) reads its settings the same four ways, from "
+        "`JETSTREAM_RELAY_*` variables and",
+        f"the `[relay]` table of `--config`, `JETSTREAM_RELAY_CONFIG` or "
+        f"`{DEFAULT_RELAY_CONFIG_FILE}`.",
+        "",
+        "| flag | environment | TOML key | default | meaning |",
+        "|---|---|---|---|---|",
     ]
+    for flag, env, key, default, help_text in setting_rows(RELAY_SETTINGS):
+        lines.append(f"| `{flag}` | `{env}` | `{key}` | `{default}` | {help_text} |")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -8,10 +8,15 @@ Unix datagram socket; the server sends `READY=1` there once every port is open, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import socket
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def notify(address: str, *states: str) -> bool:
@@ -29,3 +34,19 @@ def notify(address: str, *states: str) -> bool:
         log.warning("cannot tell the service manager %s: %s", ", ".join(states), exc)
         return False
     return True
+
+
+async def serve_until_signalled(start: Callable[[], Awaitable[T]],
+                                stop: Callable[[T], Awaitable[None]],
+                                status: Callable[[T], str], manager: str) -> None:
+    """Start a service, tell `manager` it is ready, run until SIGTERM or SIGINT, say it
+    is stopping, stop it: the life of `jetstream server` and of `jetstream relay_server`."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    running = await start()
+    notify(manager, "READY=1", f"STATUS={status(running)}")
+    await stopping.wait()
+    notify(manager, "STOPPING=1")
+    await stop(running)

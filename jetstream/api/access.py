@@ -63,6 +63,9 @@ SOURCES = "tests/transfers/test_sources.py::test_list_sources_after_pushes"
 WATCHES = "tests/watches/test_watch_api.py::test_who_may_do_what_and_refused_input"
 TRIGGERS = ("tests/triggers/test_triggers.py::"
             "test_each_event_fires_its_script_with_the_documented_arguments")
+RELAY_TRUST = "tests/relay/test_relay_link.py::test_the_relay_serves_only_servers_it_trusts"
+RELAY_STRANGERS = ("tests/relay/test_relay_link.py::"
+                   "test_strangers_get_nothing_from_the_control_port")
 TRANSFER_SCOPE = "tests/transfers/test_ownership.py::test_transfers_of_others_are_not_found"
 
 _V1 = "/jetstream.v1."
@@ -151,9 +154,12 @@ RULES: dict[str, Rule] = {
     # TriggerService
     _V1 + "TriggerService/ListTriggers": Rule(Who.SUPERUSER, False, "", (TRIGGERS,)),
     # RelayService: served by `jetstream relay_server` to the servers it trusts.
-    _V1 + "RelayService/Register": Rule(Who.RELAY_PEER, False, "see docs/relay.md", ()),
-    _V1 + "RelayService/Control": Rule(Who.RELAY_PEER, False, "its own registration", ()),
-    _V1 + "RelayService/Tunnel": Rule(Who.RELAY_PEER, False, "its own registration", ()),
+    _V1 + "RelayService/Control": Rule(
+        Who.RELAY_PEER, False, "a server whose certificate is in --trust-server and signs the "
+        "relay's challenge; its own registration", (RELAY_TRUST, RELAY_STRANGERS)),
+    _V1 + "RelayService/Tunnel": Rule(Who.RELAY_PEER, False,
+                                      "the connections of its own registration",
+                                      (RELAY_TRUST, RELAY_STRANGERS)),
 }
 
 
@@ -180,11 +186,10 @@ def markdown_table() -> str:
              "|---|---|---|---|---|"]
     for method, rule in RULES.items():
         service, _, name = method.removeprefix(_V1).partition("/")
-        proofs = "<br>".join(f"`{p.rpartition('::')[2]}`" for p in (MATRIX, *rule.proofs))
-        if rule.who is Who.RELAY_PEER:
-            proofs = "`tests/relay`"
-        lines.append(f"| {service}.{name} | {rule.who} | "
-                     f"{'refused' if rule.writes else 'allowed'} | {rule.scope or '–'} | "
+        shown = rule.proofs if rule.who is Who.RELAY_PEER else (MATRIX, *rule.proofs)
+        proofs = "<br>".join(f"`{p.rpartition('::')[2]}`" for p in shown)
+        tokens = "–" if rule.who is Who.RELAY_PEER else "refused" if rule.writes else "allowed"
+        lines.append(f"| {service}.{name} | {rule.who} | {tokens} | {rule.scope or '–'} | "
                      f"{proofs} |")
     return "\n".join(lines) + "\n"
 

@@ -26,7 +26,7 @@ from jetstream.services.manifests import (
     SymlinkPolicy,
 )
 from jetstream.services.manifests import Mapping as ManifestMapping
-from jetstream.services.server_info import ServerInfoService
+from jetstream.services.server_info import RelayState, ServerInfoService
 from jetstream.transfers import peerwire
 from jetstream.transfers.hashing import HashAlgorithm
 from jetstream.transfers.incoming import Incoming, Source
@@ -85,7 +85,17 @@ def server_info(info: ServerInfoService, *, now: float) -> server_pb2.ServerInfo
         tls_certificate_days_left=info.tls.days_left if info.tls else 0,
         start_time=timestamp(info.start_time),
         current_time=timestamp(now),
+        relay=relay_status(info.relay()),
     )
+
+
+def relay_status(state: RelayState | None) -> server_pb2.RelayStatus | None:
+    if state is None:
+        return None
+    return server_pb2.RelayStatus(
+        enabled=True, address=state.address, connected=state.connected,
+        public_host=state.public_host,
+        public_udp_ports=[state.public_port] if state.connected else [])
 
 
 API_TOKEN_PREFIX = "apiTokens/"

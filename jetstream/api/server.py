@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -82,6 +83,8 @@ class ApiServices:
     """The local Unix socket (api/localsocket.py), if enabled."""
     triggers: TriggerListing | None = None
     watches: WatchService | None = None
+    client_address: Callable[[str], str] = str
+    """grpc peer -> the client's real address (differs for calls through a relay)."""
 
 
 @dataclass
@@ -124,7 +127,8 @@ async def build_api_server(
     )
     if services.files is not None:
         files_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(services.files), server)
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(services.auth), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(services.auth, services.client_address), server)
     destinations_pb2_grpc.add_DestinationServiceServicer_to_server(
         DestinationServicer(services.destinations), server
     )

@@ -1,12 +1,13 @@
-"""`jetstream`: runs the server (and, later, the relay).
+"""`jetstream`: runs the server and the relay.
 
-Flags are generated from `jetstream.config.SETTINGS`, so `--help`, the environment
-variables, the TOML keys and docs/configuration.md always agree.
+Flags are generated from `jetstream.config.SETTINGS` (and `RELAY_SETTINGS`), so `--help`,
+the environment variables, the TOML keys and docs/configuration.md always agree.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import click
 from jetstream import __version__
 from jetstream.cli.errors import EXIT_FAILURE, EXIT_USAGE, fail, run_click
 from jetstream.cli.service import start, stop, supervision
-from jetstream.config import SETTINGS, Setting, load_config
+from jetstream.config import RELAY_SETTINGS, SETTINGS, Setting, load_config, load_relay_config
 from jetstream.errors import ConfigError
 
 PROGRAM = "jetstream"
@@ -32,10 +33,13 @@ def _option(setting: Setting) -> Any:
                         metavar=setting.metavar, help=help_text)
 
 
-def _with_settings(func: Any) -> Any:
-    for setting in reversed(SETTINGS):
-        func = _option(setting)(func)
-    return func
+def _with_settings(settings: Iterable[Setting] = SETTINGS) -> Callable[[Any], Any]:
+    def decorate(func: Any) -> Any:
+        for setting in reversed(tuple(settings)):
+            func = _option(setting)(func)
+        return func
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +52,7 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML configuration file [env: JETSTREAM_CONFIG; default "
                    "/etc/jetstream/server.toml if present].")
-@_with_settings
+@_with_settings()
 def server(config_file: Path | None, **flags: Any) -> None:
     """Run the jetstream server: the gRPC API plus the UDP data channel."""
     try:
@@ -122,11 +126,31 @@ def demo(size_mb: int, small_files: int) -> None:
 
 
 @cli.command("relay_server")
-@click.option("--control-port", default=8887, show_default=True, type=int,
-              help="TCP port the server dials to register with the relay.")
-def relay_server(control_port: int) -> None:
-    """Run the relay for a DMZ (not built yet)."""
-    fail(PROGRAM, "relay_server is not built yet; see the issue tracker", EXIT_FAILURE)
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="TOML configuration file, [relay] table [env: JETSTREAM_RELAY_CONFIG; "
+                   "default /etc/jetstream/relay.toml if present].")
+@click.option("--print-fingerprint", is_flag=True,
+              help="Print the SHA-256 fingerprint of the relay's certificate (made on first "
+                   "use) for the servers' --recv-relay-fingerprint, and exit.")
+@_with_settings(RELAY_SETTINGS)
+def relay_server(config_file: Path | None, print_fingerprint: bool, **flags: Any) -> None:
+    """Run the relay (service jetstream-relay): receive on public ports on behalf of servers
+    that dial it from inside a firewall (docs/relay.md)."""
+    try:
+        config = load_relay_config(flags, config_file=config_file)
+    except ConfigError as exc:
+        fail(PROGRAM, str(exc), EXIT_USAGE)
+    from jetstream.relay.app import relay_identity, run_relay  # late: grpc start-up is slow
+
+    try:
+        if print_fingerprint:
+            click.echo(f"SHA256:{relay_identity(config).fingerprint.hex()}")
+            return
+        run_relay(config)
+    except ConfigError as exc:
+        fail(PROGRAM, str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(PROGRAM, str(exc), EXIT_FAILURE)
 
 
 cli.add_command(start)

@@ -11,6 +11,7 @@ import asyncio
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -82,17 +83,20 @@ def secure_target(endpoint: Endpoint, pinned: bytes | None = None) -> SecureTarg
 
 
 async def open_aio_channel(
-    endpoint: Endpoint, *, plaintext: bool = False, pinned: bytes | None = None
+    endpoint: Endpoint, *, plaintext: bool = False, pinned: bytes | None = None,
+    options: tuple[tuple[str, Any], ...] = (),
 ) -> tuple[aio.Channel, bytes | None]:
-    """An asyncio channel and the fingerprint it trusts (None for plaintext).
+    """An asyncio channel and the fingerprint it trusts (None for plaintext); `options`
+    are extra gRPC channel arguments (keepalive for long-lived calls).
 
     The certificate is fetched on a worker thread; the channel is made on the loop's thread,
     which grpc.aio requires.
     """
     if plaintext:
-        return aio.insecure_channel(endpoint.target), None
+        return aio.insecure_channel(endpoint.target, options=options), None
     target = await asyncio.to_thread(secure_target, endpoint, pinned)
-    channel = aio.secure_channel(endpoint.target, target.credentials, options=target.options)
+    channel = aio.secure_channel(endpoint.target, target.credentials,
+                                 options=target.options + options)
     return channel, target.fingerprint
 
 

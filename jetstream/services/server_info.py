@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jetstream import __version__
@@ -21,6 +22,20 @@ CAPABILITIES: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class RelayState:
+    """The link to the relay this server receives through (--recv-relay-host)."""
+
+    address: str
+    """The relay's control address, host:port."""
+    connected: bool = False
+    public_host: str = ""
+    """Empty: peers use the address they dialled, the relay's."""
+    public_port: int = 0
+    error: str = ""
+    """Why the link is down, when it is."""
+
+
 @dataclass
 class ServerInfoService:
     config: ServerConfig
@@ -30,6 +45,7 @@ class ServerInfoService:
     api_port: int = 0
     start_time: float = field(default_factory=time.time)
     hostname: str = field(default_factory=socket.gethostname)
+    relay: Callable[[], RelayState | None] = lambda: None
 
     @property
     def version(self) -> str:

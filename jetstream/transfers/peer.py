@@ -40,6 +40,14 @@ _RECEIVE_EVENTS = {TransferState.COMPLETED: "recv.transferComplete",
                    TransferState.PAUSED: "recv.transferPaused"}
 """The event each way a receive session ends fires (PAUSED: interrupted, to be resumed)."""
 
+DataAddress = Callable[[str], tuple[str, int]]
+"""A caller's grpc peer -> (host, UDP port) it should send data to; host empty: the host it
+called. Not always our own port: a caller that came through a relay goes back through it."""
+
+
+def own_port(endpoint: DataEndpoint) -> DataAddress:
+    return lambda peer: ("", endpoint.port)
+
 
 @dataclass(frozen=True)
 class OpenRequest:
@@ -63,6 +71,8 @@ class OpenedSession:
     resumed: bool
     max_rate_bps: int
     """The sender's share of our incoming allowance (0: no limit)."""
+    udp_host: str = ""
+    """Where to send the data when not to the host the sender called (a relay's address)."""
 
 
 @dataclass
@@ -89,8 +99,10 @@ class ReceiveService:
         bandwidth: BandwidthService | None = None,
         sending: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
+        data_address: DataAddress | None = None,
     ) -> None:
         self._store = store
+        self._data_address = data_address or own_port(endpoint)
         self._bandwidth = bandwidth
         self._sending = sending
         self._metrics = metrics or TransferMetrics()
@@ -116,9 +128,10 @@ class ReceiveService:
         self._endpoint.expect(ticket, on_link)
         asyncio.get_running_loop().call_later(TICKET_LIFETIME, self._endpoint.withdraw,
                                               ticket.ticket_id)
+        host, port = self._data_address(caller.peer)
         return OpenedSession(session_id, ticket.ticket_id, ticket.secret,
-                             self._clock() + TICKET_LIFETIME, self._endpoint.port,
-                             session.incoming.id, resumed, self.incoming_share())
+                             self._clock() + TICKET_LIFETIME, port, session.incoming.id,
+                             resumed, self.incoming_share(), host)
 
     async def open_pull(self, caller: Caller, request: OpenRequest
                         ) -> tuple[str, ReceiveSession]:

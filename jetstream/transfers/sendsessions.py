@@ -28,6 +28,7 @@ from jetstream.storage.userfs import UserFS
 from jetstream.transfers.filesender import FileSender, SendSpec, data_channel_config
 from jetstream.transfers.hashing import HashAlgorithm
 from jetstream.transfers.model import Failure, RateLimits, TransferState
+from jetstream.transfers.peer import DataAddress, own_port
 from jetstream.transfers.peerwire import Held
 from jetstream.transport.endpoint import DataEndpoint, DataLink, random_ticket
 
@@ -66,6 +67,8 @@ class OpenedSend:
     udp_port: int
     max_rate_bps: int
     manifest: Manifest
+    udp_host: str = ""
+    """As `OpenedSession.udp_host`."""
 
 
 @dataclass
@@ -92,8 +95,10 @@ class SendService:
         bandwidth: BandwidthService | None = None,
         receiving: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
+        data_address: DataAddress | None = None,
     ) -> None:
         self._manifests = manifests
+        self._data_address = data_address or own_port(endpoint)
         self._files = files
         self._sandboxes = sandboxes
         self._endpoint = endpoint
@@ -144,8 +149,9 @@ class SendService:
         self._event(live, "send.pullStarted", f"sending manifests/{manifest.id} to "
                     f"{request.receiver_name or request.receiver_uid} "
                     f"({request.receiver_transfer})")
+        host, port = self._data_address(caller.peer)
         return OpenedSend(session_id, ticket.ticket_id, ticket.secret,
-                          self._clock() + TICKET_LIFETIME, self._endpoint.port, ceiling, manifest)
+                          self._clock() + TICKET_LIFETIME, port, ceiling, manifest, host)
 
     async def complete(self, caller: Caller, session_id: str, state: TransferState,
                        error: Failure | None, files_verified: int, files_failed: int) -> None:

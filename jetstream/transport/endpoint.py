@@ -6,6 +6,10 @@ port of a destination (connections we start). For every connection the driver fo
 core's contract (jetstream/datachannel/connection.py): feed datagrams with `loop.time()`,
 drain events, send what the core returns, re-arm one timer.
 
+Datagrams may also arrive another way than the socket: a relay link (jetstream/relay/)
+hands them to `deliver` and registers itself with `route` as the `DatagramPath` replies to
+those peers take. The rest of the endpoint cannot tell the difference.
+
 Efficiency is per packet: datagrams are read in batches (GRO where offered) and each touched
 connection is pumped once per batch, not once per datagram; sends go out as GSO batches.
 A paced WAN flow delivers its datagrams one at a time, though, and waking the event loop
@@ -23,8 +27,9 @@ import os
 import random
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from jetstream.datachannel import wire
 from jetstream.datachannel.config import DataChannelConfig
@@ -54,6 +59,13 @@ POLL_INTERVAL = 0.001
 far below the queueing delay rate control tolerates (docs/protocol.md section 9)."""
 _MIN_SHORT = wire.SHORT_HEADER_SIZE + wire.AEAD_TAG_LENGTH
 _CID_END = 1 + wire.CID_LENGTH
+
+
+class DatagramPath(Protocol):
+    """Another way to a peer than the endpoint's own socket (a relay link)."""
+
+    def send(self, payloads: list[bytes], addr: Address) -> None:
+        """Send the datagrams to `addr` soon, in order; a path may drop them, as UDP may."""
 
 
 class LinkClosed(Unavailable):
@@ -214,6 +226,7 @@ class DataEndpoint:
         self._backlog: deque[tuple[list[bytes], Address]] = deque()
         self._rng = random.SystemRandom()
         self._unproven: dict[DataLink, bytes] = {}
+        self._paths: dict[Address, DatagramPath] = {}
         self.rejected = 0
         """Datagrams no connection took: an unknown connection id or ticket, or no packet."""
         self._retired: dict[str, int] = dict.fromkeys(CONNECTION_REJECTIONS, 0)
@@ -255,7 +268,32 @@ class DataEndpoint:
             return
         self._send(payloads, addr)  # type: ignore[arg-type]
 
+    def route(self, addr: Address, path: DatagramPath | None) -> None:
+        """Send to `addr` through `path` from now on (None: through the socket again)."""
+        if path is None:
+            self._paths.pop(addr, None)
+        else:
+            self._paths[addr] = path
+
+    def deliver(self, datagrams: Sequence[tuple[bytes | memoryview, Address]]) -> None:
+        """Datagrams that arrived through a path, handled as if read from the socket."""
+        self._process(datagrams, self.loop.time())
+
+    def peer_authenticated(self, data: bytes, addr: Address) -> bool:
+        """Whether `data` (a datagram just delivered) belongs to a connection that has
+        authenticated its peer at `addr`: the address validation of docs/protocol.md 14."""
+        if len(data) < _MIN_SHORT or data[0] & wire.FLAG_LONG:
+            return False
+        link = self._by_cid.get(bytes(data[1:_CID_END]))
+        return (link is not None and link.connection.authenticated
+                and link.connection.peer_address == addr)
+
     def _send(self, payloads: list[bytes], addr: Address) -> None:
+        if self._paths:
+            path = self._paths.get(addr)
+            if path is not None:
+                path.send(payloads, addr)
+                return
         if self._backlog:
             self._backlog.append((payloads, addr))
             return
@@ -297,9 +335,14 @@ class DataEndpoint:
 
     def _read(self, now: float) -> int:
         """Process the datagrams waiting on the socket; how many there were."""
+        datagrams = self.socket.receive(RECEIVE_BATCH)
+        self._process(datagrams, now)
+        return len(datagrams)
+
+    def _process(self, datagrams: Sequence[tuple[bytes | memoryview, Address]],
+                 now: float) -> None:
         touched: dict[int, DataLink] = {}
         by_cid = self._by_cid
-        datagrams = self.socket.receive(RECEIVE_BATCH)
         for data, addr in datagrams:
             if len(data) >= _MIN_SHORT and not data[0] & wire.FLAG_LONG:
                 link = by_cid.get(bytes(data[1:_CID_END]))  # a short header: route by cid
@@ -314,7 +357,6 @@ class DataEndpoint:
             link.pump()
             if link in self._unproven and link.connection.authenticated:
                 self._consume_ticket(link)
-        return len(datagrams)
 
     def _route(self, data: bytes | memoryview, addr: Address) -> DataLink | None:
         try:

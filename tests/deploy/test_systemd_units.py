@@ -51,7 +51,8 @@ def test_units_wait_for_readiness_and_are_hardened():
     assert server["NoNewPrivileges"] == "yes" and server["ProtectSystem"] == "full"
     relay = unit_settings(REPO / "deploy" / "systemd" / "jetstream-relay.service")
     assert relay["ExecStart"].startswith("/usr/local/bin/jetstream relay_server --control-port")
-    assert "/dev/tcp/127.0.0.1/8887" in relay["ExecStartPost"]
+    assert relay["Type"] == "notify"  # the relay says READY=1 once its ports are open
+    assert "--persistent-state-dir /var/lib/jetstream-relay" in relay["ExecStart"]
     assert relay["DynamicUser"] == "yes" and relay["CapabilityBoundingSet"] == ""
 
 

@@ -112,7 +112,6 @@ EXPECTED_SERVICES: dict[str, dict[str, dict[str, tuple[bool, bool]]]] = {
     },
     "relay": {
         "RelayService": {
-            "Register": UNARY,
             "Control": BIDI,
             "Tunnel": BIDI,
         }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jetstream.config import load_config, render_configuration_doc
+from jetstream.config import load_config, load_relay_config, render_configuration_doc
 from jetstream.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,3 +89,46 @@ def test_configuration_doc_is_generated_from_settings():
         "python -c 'from jetstream.config import render_configuration_doc as r; "
         "print(r(), end=\"\")' > docs/configuration.md"
     )
+
+
+FINGERPRINT = "ab" * 32
+
+
+def test_relay_settings_have_their_own_variables_and_table(tmp_path):
+    file = tmp_path / "relay.toml"
+    file.write_text("[relay]\ncontrol_port = 9001\nrecv_port = [9002, 9003]\n"
+                    f'trust_server = ["SHA256:{FINGERPRINT.upper()}"]\n')
+    env = {"JETSTREAM_RELAY_QUEUE_LIMIT": "512k", "JETSTREAM_API_PORT": "1"}
+    config = load_relay_config({"metrics_port": "9004"}, env=env, config_file=file)
+    assert (config.control_port, config.recv_port, config.metrics_port) == (9001, (9002, 9003),
+                                                                            9004)
+    assert config.trust_server == (FINGERPRINT,), "normalised: lower case, no prefix"
+    assert config.queue_limit == 512 << 10
+    defaults = load_relay_config({}, env={}, config_file=None)
+    assert (defaults.control_port, defaults.recv_port, defaults.metrics_port) == (8887, (8886,),
+                                                                                  9887)
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        ({"trust_server": ["abc"]}, "--trust-server: must be a SHA-256 fingerprint"),
+        ({"queue_limit": "lots"}, "--queue-limit: must be a size in bytes"),
+        ({"recv_port": ["8886", "8886"]}, "--recv-port: a port is listed twice"),
+    ],
+)
+def test_bad_relay_settings_name_the_setting(flags, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_relay_config(flags, env={}, config_file=None)
+
+
+def test_a_relay_needs_its_fingerprint_and_a_tls_api():
+    relay = {"recv_relay_host": "dmz.example.org"}
+    with pytest.raises(ConfigError, match="needs --recv-relay-fingerprint"):
+        load_config(relay, env={}, config_file=None)
+    with pytest.raises(ConfigError, match="drop --api-plaintext"):
+        load_config({**relay, "recv_relay_fingerprint": FINGERPRINT, "api_plaintext": True},
+                    env={}, config_file=None)
+    config = load_config({**relay, "recv_relay_fingerprint": f"sha256:{FINGERPRINT}"}, env={},
+                         config_file=None)
+    assert (config.recv_relay_port, config.recv_relay_fingerprint) == (8887, FINGERPRINT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from grpc import aio
 
 from jetstream.api import convert
@@ -12,15 +14,20 @@ from jetstream.v1 import auth_pb2, auth_pb2_grpc
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, auth: AuthService) -> None:
+    def __init__(self, auth: AuthService,
+                 client_address: Callable[[str], str] = str) -> None:
         self._auth = auth
+        self._client_address = client_address
+        """grpc peer -> the client's real address (a relay tunnel's remote end), which
+        login throttling counts by."""
 
     async def Login(
         self, request: auth_pb2.LoginRequest, context: aio.ServicerContext
     ) -> auth_pb2.LoginResponse:
         ttl = request.session_ttl.ToTimedelta().total_seconds() or None
         secret, caller = await self._auth.login(
-            request.username, request.password, source=context.peer(), ttl=ttl
+            request.username, request.password, source=self._client_address(context.peer()),
+            ttl=ttl
         )
         return auth_pb2.LoginResponse(
             session_token=secret,
