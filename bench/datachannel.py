@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="max_datagram_size (the default fits a 1500-byte MTU)")
     parser.add_argument("--profile", default=None,
                         help="a bench profile (a-e or name=RATE,RTT,LOSS): run over that link")
+    parser.add_argument("--prefix", default="jsdc-",
+                        help="namespace name prefix of the emulated link (with --profile)")
     parser.add_argument("--trace", action="store_true",
                         help="print the sender's rate, window and RTT twice a second (stderr)")
     args = parser.parse_args(argv)
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = parse_profile(args.profile)
         rate = args.rate or 0.95 * (profile.rate_bps or FIXED_RATE)
         config = make_config(args.policy, args.datagram, int(rate))
-        with LinkNet(profile, "jsdc-") as net:
+        with LinkNet(profile, args.prefix) as net:
             tx, rx = run(size, config, Place(net.ns_a, net.addr_a), Place(net.ns_b, net.addr_b),
                          args.trace)
             where = net.describe()
