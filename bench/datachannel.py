@@ -28,13 +28,14 @@ import ctypes
 import functools
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 
-from bench.nets import LinkNet
+from bench.nets import LinkNet, LoopNet
 from bench.profiles import parse_profile
 from jetstream.datachannel import (
     DataChannelConfig,
@@ -346,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="namespace name prefix of the emulated link (with --profile)")
     parser.add_argument("--trace", action="store_true",
                         help="print the sender's rate, window and RTT twice a second (stderr)")
+    parser.add_argument("--lo-address", default=None, metavar="ADDR",
+                        help="root: loopback in a namespace of its own (<prefix>lo), at this "
+                             "private address instead of 127.0.0.1, so --datagram is kept "
+                             "(127.0.0.1 gets 32 kB datagrams): per-packet costs as on a WAN, "
+                             "without an emulator")
     parser.add_argument("--flows", type=int, default=1,
                         help="flows (sockets, connections, worker threads) per side; flow 0's "
                              "controller paces them all")
@@ -353,7 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.flows <= 16:
         parser.error("--flows: 1 to 16")
     size = parse_size(args.size)
-    if args.profile is None:
+    if args.lo_address is not None:
+        config = make_config(args.policy, args.datagram, int(args.rate or FIXED_RATE))
+        with LoopNet(parse_profile("lo"), args.prefix) as net:
+            subprocess.run(["ip", "-n", net.ns_a, "addr", "add", f"{args.lo_address}/32",
+                            "dev", "lo"], check=True, capture_output=True, timeout=20)
+            place = Place(net.ns_a, args.lo_address)
+            tx, rx = run(size, config, place, place, args.trace, args.flows)
+        where = f"loopback at {args.lo_address} (namespace {net.ns_a})"
+    elif args.profile is None:
         rate = args.rate or FIXED_RATE
         config = make_config(args.policy, args.datagram, int(rate))
         tx, rx = run(size, config, Place(None, "127.0.0.1"), Place(None, "127.0.0.1"),
