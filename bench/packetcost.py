@@ -30,6 +30,10 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jetstream.datachannel import Connection
 
 PATHS = {"compiled": "auto", "python": "python"}
 
@@ -42,6 +46,12 @@ class Cost:
     receiver_us: float
     socket_send_us: float
     socket_receive_us: float
+
+
+def fire_timer(connection: Connection, now: float) -> None:
+    deadline = connection.get_timer()
+    if deadline is not None and deadline <= now:
+        connection.handle_timer(now)
 
 
 def core_cost(size: int, datagram: int) -> tuple[int, float, float]:
@@ -79,10 +89,7 @@ def core_cost(size: int, datagram: int) -> tuple[int, float, float]:
         while queued < size and client.send_buffer_space() >= len(block):
             client.send_stream_data(0, block, end_stream=queued + len(block) >= size)
             queued += len(block)
-        for timer_owner in (client,):
-            deadline = timer_owner.get_timer()
-            if deadline is not None and deadline <= now:
-                timer_owner.handle_timer(now)
+        fire_timer(client, now)
         out = client.datagrams_to_send(now)
         t1 = cpu()
         for data, _ in out:
@@ -91,9 +98,7 @@ def core_cost(size: int, datagram: int) -> tuple[int, float, float]:
             if type(event) is StreamDataReceived:
                 received += len(event.data)
                 server.data_consumed(len(event.data))
-        deadline = server.get_timer()
-        if deadline is not None and deadline <= now:
-            server.handle_timer(now)
+        fire_timer(server, now)
         back = server.datagrams_to_send(now)
         t2 = cpu()
         for data, _ in back:

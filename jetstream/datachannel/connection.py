@@ -36,7 +36,7 @@ from jetstream.datachannel.congestion import (
     create_congestion_control,
 )
 from jetstream.datachannel.control import ControlFrames
-from jetstream.datachannel.crypto import ReceiveKeys, SendKeys
+from jetstream.datachannel.crypto import PacketProtection, ReceiveKeys, SendKeys
 from jetstream.datachannel.events import (
     ConnectionTerminated,
     Event,
@@ -656,8 +656,6 @@ class Connection:
         pack_header = _SHORT.pack
         pack_data = _DATA_HEADER.pack
         on_packet_sent = recovery.on_packet_sent
-        protection = keys.protection
-        flags = _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0)
         tokens = pacer.tokens
         refilled = False  # refill only when the window allows data (as `can_send` did)
         self._pacing_wakeup = None
@@ -708,13 +706,7 @@ class Connection:
                 # call (the compiled path runs the whole burst without the interpreter).
                 stream_id, offset, data, fin = pending[0]
                 pn = self._next_pn
-                if pn - keys.phase_start_pn >= key_update_interval and (
-                    recovery.largest_acked >= keys.phase_start_pn
-                ):
-                    keys.update(pn)
-                    counters.key_updates += 1
-                    protection = keys.protection
-                    flags = _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0)
+                protection, flags = self._protection_for(pn)
                 count = _burst_length(
                     len(data) - full_room,  # keep a short tail for `take` (and its fin)
                     full_room,
@@ -781,13 +773,7 @@ class Connection:
             payload = b"".join(parts)
             pn = self._next_pn
             self._next_pn = pn + 1
-            if pn - keys.phase_start_pn >= key_update_interval and (
-                recovery.largest_acked >= keys.phase_start_pn
-            ):
-                keys.update(pn)
-                counters.key_updates += 1
-                protection = keys.protection
-                flags = _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0)
+            protection, flags = self._protection_for(pn)
             datagram = protection.seal_packet(
                 pn, pack_header(flags, peer_cid, pn & 0xFFFFFFFF), payload
             )
@@ -805,6 +791,18 @@ class Connection:
         pacer.tokens = tokens
         if not streams.has_data() and recovery.bytes_in_flight < cc.cwnd:
             recovery.app_limited_until = max(recovery.delivered + recovery.bytes_in_flight, 1)
+
+    def _protection_for(self, pn: int) -> tuple[PacketProtection, int]:
+        """The keys and header flags for packet ``pn``: the next key phase once it is due
+        and the peer acknowledged a packet of the current one (section 6.4)."""
+        keys = self._send_keys
+        assert keys is not None
+        if pn - keys.phase_start_pn >= self.config.key_update_interval and (
+            self._recovery.largest_acked >= keys.phase_start_pn
+        ):
+            keys.update(pn)
+            self._counters.key_updates += 1
+        return keys.protection, _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0)
 
     def _keep_alive_time(self) -> float | None:
         interval = self.config.keep_alive_interval

@@ -21,6 +21,7 @@ from jetstream.datachannel import acks, crypto, native, wire
 from jetstream.datachannel.rangeset import PyRangeSet
 from jetstream.errors import ConfigError, RemoteProtocolError
 from jetstream.transport import udpio
+from tests.transport.test_udpio import pair
 
 try:
     from jetstream.datachannel import _fast
@@ -220,13 +221,8 @@ def test_the_ack_tracker_builds_the_same_frame_both_ways(monkeypatch) -> None:
 
 
 def _sockets() -> tuple[socket.socket, socket.socket]:
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    rx.setblocking(False)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tx.setblocking(False)
-    return tx, rx
+    tx, rx, _addr = pair()  # the plain sockets under test_udpio's BatchSocket pair
+    return tx.sock, rx.sock
 
 
 @needs_fast
