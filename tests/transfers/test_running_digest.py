@@ -71,7 +71,7 @@ def test_a_corrupted_byte_is_caught(tmp_path: Path) -> None:
     part = DiskFile(tmp_path / "part")
     digest = RunningDigest(HashAlgorithm.BLAKE3, RangeSet())
     for offset, chunk in pieces(data, 65_536)[::-1]:  # all beyond the gap until the last
-        bad = chunk if offset else b"X" + chunk[1:]
+        bad = chunk if offset else bytes([chunk[0] ^ 0xFF]) + chunk[1:]  # always differs
         part.write_at(bad, offset)
         digest.wrote(part, offset, bad)  # type: ignore[arg-type]
     got = digest.digest(part, HashAlgorithm.BLAKE3)  # type: ignore[arg-type]
