@@ -3,16 +3,18 @@
 #            jetstream server --api-allow-remote-control
 # CI builds and runs it offline with podman: tests/deploy/test_image.py.
 FROM python:3.12-slim AS build
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md hatch_build.py ./
 COPY proto ./proto
 COPY jetstream ./jetstream
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+    && python -c "import zipfile, glob; w = glob.glob('/wheels/jetstream-*.whl')[0]; \
+assert any('datachannel/_fast' in n for n in zipfile.ZipFile(w).namelist()), 'no C data path'"
 
 FROM python:3.12-slim
-RUN apt-get update && apt-get install -y --no-install-recommends libpam0g libpam-modules tini \
+RUN apt-get update && apt-get install -y --no-install-recommends libpam0g libpam-modules libssl3 tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels

@@ -205,8 +205,9 @@ def tool_versions() -> dict[str, str]:
             out[name] = m.group(1).rstrip(",")
     try:
         from jetstream import __version__
+        from jetstream.datachannel.native import DATAPATH
 
-        out["jetstream"] = __version__
+        out["jetstream"] = f"{__version__} ({DATAPATH} data path)"
     except ImportError:
         pass
     return out

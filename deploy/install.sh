@@ -27,7 +27,7 @@ for arg in "$@"; do
 done
 
 need=()
-for pkg in python3 python3-venv python3-dev gcc libpam0g iproute2; do
+for pkg in python3 python3-venv python3-dev gcc libssl-dev libpam0g iproute2; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

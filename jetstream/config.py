@@ -268,6 +268,20 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
+DATAPATH_ENV = "JETSTREAM_DATAPATH"
+DATAPATHS = ("auto", "python")
+
+
+def datapath_choice(env: Mapping[str, str] | None = None) -> str:
+    """The data channel's per-packet path from `JETSTREAM_DATAPATH`: ``auto`` (the compiled
+    one where it was built) or ``python`` (the pure-Python reference, e.g. for CI's second
+    run). Read once at import by jetstream.datachannel.native, before any config is loaded,
+    because the test suite and tools that never load a server config use the data channel."""
+    value = (os.environ if env is None else env).get(DATAPATH_ENV, "auto").strip().lower()
+    if value not in DATAPATHS:
+        raise ConfigError(f"{DATAPATH_ENV}={value!r}: expected one of {', '.join(DATAPATHS)}")
+    return value
+
 
 @dataclass(frozen=True)
 class ServerConfig:

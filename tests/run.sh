@@ -20,6 +20,7 @@ for pair in python3:python3 gcc:gcc ip:iproute2 ping:iputils-ping iperf3:iperf3 
 done
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 [[ -e /usr/include/stdio.h ]] || need+=(libc6-dev)
+[[ -e /usr/include/openssl/evp.h ]] || need+=(libssl-dev)  # the compiled data path
 [[ -x /usr/bin/time ]] || need+=(time)  # the program, not the shell keyword
 ldconfig -p | grep -q "libpam.so.0 " || need+=(libpam0g)
 if ((${#need[@]})); then
@@ -58,6 +59,13 @@ trap '.venv/bin/python -m tests.system.users sweep' EXIT
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
+# The data channel's pure-Python reference path, the fallback where the extension is not
+# built: its tests and the transfers over it run a second time with it forced.
+if [[ $status -eq 0 ]]; then
+    JETSTREAM_DATAPATH=python .venv/bin/python -m pytest "$@" \
+        tests/datachannel tests/transport tests/transfers
+    status=$?
+fi
 set -e
 if [[ $status -eq 5 ]]; then
     echo "tests/run.sh: error: pytest collected no tests" >&2

@@ -83,6 +83,7 @@ def server_info(info: ServerInfoService, *, now: float) -> server_pb2.ServerInfo
         telemetry_enabled=not info.config.disable_telemetry,
         tls_certificate_sha256=info.tls.fingerprint if info.tls else b"",
         tls_certificate_days_left=info.tls.days_left if info.tls else 0,
+        data_path=info.data_path,
         start_time=timestamp(info.start_time),
         current_time=timestamp(now),
         relay=relay_status(info.relay()),

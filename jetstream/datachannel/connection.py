@@ -21,12 +21,11 @@ closes the connection with a CLOSE frame carrying the error code.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable
-
-from cryptography.exceptions import InvalidTag
 
 from jetstream.datachannel import wire
 from jetstream.datachannel.acks import AckTracker
@@ -37,7 +36,7 @@ from jetstream.datachannel.congestion import (
     create_congestion_control,
 )
 from jetstream.datachannel.control import ControlFrames
-from jetstream.datachannel.crypto import ReceiveKeys, SendKeys
+from jetstream.datachannel.crypto import PacketProtection, ReceiveKeys, SendKeys
 from jetstream.datachannel.events import (
     ConnectionTerminated,
     Event,
@@ -81,6 +80,24 @@ _DATA_TYPE = int(FrameType.DATA)
 _DATA_FIN_TYPE = int(FrameType.DATA_FIN)
 _FLAG_FIXED = wire.FLAG_FIXED
 _FLAG_KEY_PHASE = wire.FLAG_KEY_PHASE
+
+
+def _burst_length(
+    tail: int, room: int, credit: int, tokens: float, size: int, batch: int, window: int,
+    phase_left: int,
+) -> int:
+    """How many full packets of ``size`` bytes (``room`` bytes of data each) go out in one
+    burst: at least one, and after that only while the packet just sent leaves more than
+    ``tail`` bytes of the write, a full packet of credit, pacer tokens above -1, room in the
+    batch and in the congestion ``window`` (what it still takes beyond one more packet), and
+    the key phase (``phase_left`` packets before a key update is due)."""
+    count = -(-tail // room)  # ceil: the packet that takes the write to its tail is the last
+    count = min(count, (credit - room) // room + 1, batch, window // size + 1)
+    if tokens + 1 <= size * count:  # tokens - k * size <= -1 ends the burst at packet k
+        count = min(count, max(math.ceil((tokens + 1) / size), 1))
+    if phase_left > 0:
+        count = min(count, phase_left)
+    return max(count, 1)
 
 
 class Connection:
@@ -446,19 +463,11 @@ class Connection:
         if pn <= largest and acks.is_duplicate(pn):
             self._counters.reject(Rejection.REPLAY)
             return
-        view = memoryview(data)
         phase = 1 if flags & _FLAG_KEY_PHASE else 0
         if phase == keys.phase:  # the common case, without two calls
-            current = keys.current
-            try:
-                plaintext: bytes | None = current.decrypt(
-                    (current.iv ^ pn).to_bytes(12, "big"),
-                    view[_SHORT_HEADER_SIZE:],
-                    view[:_SHORT_HEADER_SIZE],
-                )
-            except InvalidTag:
-                plaintext = None
+            plaintext = keys.current.open_short(pn, data)
         else:
+            view = memoryview(data)
             plaintext = keys.open(
                 pn, phase, view[:_SHORT_HEADER_SIZE], view[_SHORT_HEADER_SIZE:]
             )
@@ -648,9 +657,6 @@ class Connection:
         pack_header = _SHORT.pack
         pack_data = _DATA_HEADER.pack
         on_packet_sent = recovery.on_packet_sent
-        encrypt = keys.protection.encrypt
-        iv = keys.protection.iv
-        flags = _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0)
         tokens = pacer.tokens
         refilled = False  # refill only when the window allows data (as `can_send` did)
         self._pacing_wakeup = None
@@ -697,49 +703,41 @@ class Connection:
             ):
                 # The common case: full packets sliced off the oldest queued write, in a
                 # burst while the batch, the window, the pacer and the credit allow (none of
-                # them, nor any control frame, can change inside this loop).
+                # them, nor any control frame, can change inside the burst), sealed in one
+                # call (the compiled path runs the whole burst without the interpreter).
                 stream_id, offset, data, fin = pending[0]
-                last = len(data) - full_room  # keep a short tail for `take` (and its fin)
-                cwnd = cc.cwnd
+                pn = self._next_pn
+                protection, flags = self._protection_for(pn)
+                count = _burst_length(
+                    len(data) - full_room,  # keep a short tail for `take` (and its fin)
+                    full_room,
+                    available,
+                    tokens,
+                    mds,
+                    max_batch - len(out),
+                    cc.cwnd - mds - recovery.bytes_in_flight,
+                    keys.phase_start_pn + key_update_interval - pn,
+                )
+                datagrams = protection.seal_data_run(
+                    flags, peer_cid, pn, stream_id, offset, data, full_room, count
+                )
+                self._next_pn = pn + count
                 tag = cc.send_tag
                 taken = 0
-                while True:
-                    piece = data[taken : taken + full_room]
-                    pn = self._next_pn
-                    self._next_pn = pn + 1
-                    if pn - keys.phase_start_pn >= key_update_interval and (
-                        recovery.largest_acked >= keys.phase_start_pn
-                    ):
-                        keys.update(pn)
-                        counters.key_updates += 1
-                        encrypt = keys.protection.encrypt
-                        iv = keys.protection.iv
-                        flags = _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0)
-                    header = pack_header(flags, peer_cid, pn & 0xFFFFFFFF)
-                    datagram = header + encrypt(
-                        (iv ^ pn).to_bytes(12, "big"),
-                        pack_data(_DATA_TYPE, stream_id, offset + taken, full_room) + piece,
-                        header,
-                    )
-                    size = len(datagram)
+                for datagram in datagrams:
                     out.append((datagram, addr))
                     on_packet_sent(
-                        SentPacket(pn, now, size, [(stream_id, offset + taken, piece, False)],
+                        SentPacket(pn, now, mds, [(stream_id, offset + taken,
+                                                   data[taken : taken + full_room], False)],
                                    0, tag)
                     )
-                    counters.packets_sent += 1
-                    counters.bytes_sent += size
-                    tokens -= size
+                    pn += 1
                     taken += full_room
-                    available -= full_room
-                    if (
-                        taken >= last
-                        or available < full_room
-                        or tokens <= -1.0
-                        or len(out) >= max_batch
-                        or recovery.bytes_in_flight + mds > cwnd
-                    ):
-                        break
+                size = count * mds
+                counters.packets_sent += count
+                counters.bytes_sent += size
+                tokens -= size
+                available -= taken
                 pending[0] = (stream_id, offset + taken, data[taken:], fin)
                 credit.used += taken
                 counters.stream_bytes_sent += taken
@@ -776,16 +774,10 @@ class Connection:
             payload = b"".join(parts)
             pn = self._next_pn
             self._next_pn = pn + 1
-            if pn - keys.phase_start_pn >= key_update_interval and (
-                recovery.largest_acked >= keys.phase_start_pn
-            ):
-                keys.update(pn)
-                counters.key_updates += 1
-                encrypt = keys.protection.encrypt
-                iv = keys.protection.iv
-                flags = _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0)
-            header = pack_header(flags, peer_cid, pn & 0xFFFFFFFF)
-            datagram = header + encrypt((iv ^ pn).to_bytes(12, "big"), payload, header)
+            protection, flags = self._protection_for(pn)
+            datagram = protection.seal_packet(
+                pn, pack_header(flags, peer_cid, pn & 0xFFFFFFFF), payload
+            )
             size = len(datagram)
             counters.packets_sent += 1
             counters.bytes_sent += size
@@ -800,6 +792,18 @@ class Connection:
         pacer.tokens = tokens
         if not streams.has_data() and recovery.bytes_in_flight < cc.cwnd:
             recovery.app_limited_until = max(recovery.delivered + recovery.bytes_in_flight, 1)
+
+    def _protection_for(self, pn: int) -> tuple[PacketProtection, int]:
+        """The keys and header flags for packet ``pn``: the next key phase once it is due
+        and the peer acknowledged a packet of the current one (section 6.4)."""
+        keys = self._send_keys
+        assert keys is not None
+        if pn - keys.phase_start_pn >= self.config.key_update_interval and (
+            self._recovery.largest_acked >= keys.phase_start_pn
+        ):
+            keys.update(pn)
+            self._counters.key_updates += 1
+        return keys.protection, _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0)
 
     def _keep_alive_time(self) -> float | None:
         interval = self.config.keep_alive_interval
@@ -858,7 +862,7 @@ class Connection:
             pn = self._next_pn
             self._next_pn = pn + 1
             header = wire.encode_short_header(keys.phase, self._hs.peer_cid, pn)
-            datagram = header + keys.protection.seal(pn, header, frame)
+            datagram = keys.protection.seal_packet(pn, header, frame)
             self._count_sent(len(datagram))
         elif self._hs.can_send:
             datagram = self._long_packet(frame)

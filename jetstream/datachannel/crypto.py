@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from jetstream.datachannel.native import FAST
+
 AEAD_KEY_LENGTHS = {"AES-128-GCM": 16, "AES-256-GCM": 32}
 SECRET_LENGTH = 32
 NONCE_LENGTH = 12
+SHORT_HEADER_LENGTH = 13
+"""wire.SHORT_HEADER_SIZE (wire imports nothing from here; repeated to keep it so)."""
+_DATA_RUN_HEADER = struct.Struct(">BIQH")
+_SHORT_RUN_HEADER = struct.Struct(">B8sI")
 INITIAL_SALT_V1 = bytes.fromhex("6a657473747265616d2d76312d696e697469616c2d73616c742d323032352121")
 """Fixed salt for the INITIAL keys of version 1 (ASCII "jetstream-v1-initial-salt-2025!!")."""
 _LABEL_PREFIX = b"jetstream v1 "
@@ -68,36 +76,90 @@ def next_secret(secret: bytes) -> bytes:
 
 
 class PacketProtection:
-    """AEAD key and IV of one direction and key phase; nonce = IV xor packet number."""
+    """AEAD key and IV of one direction and key phase; nonce = IV xor packet number.
 
-    __slots__ = ("_aead", "_iv", "encrypt", "decrypt", "iv")
+    The methods are the compiled ones (`native.FAST.Aead`) where available, else the
+    pure-Python ones below, which define what they do; both give the same bytes.
+    """
+
+    __slots__ = ("_aead", "_iv", "seal", "open", "seal_packet", "open_short", "seal_data_run")
+    seal: Callable[[int, bytes, bytes], bytes]
+    open: Callable[[int, bytes | memoryview, bytes | memoryview], bytes | None]
+    seal_packet: Callable[[int, bytes, bytes], bytes]
+    open_short: Callable[[int, bytes | memoryview], bytes | None]
+    seal_data_run: Callable[[int, bytes, int, int, int, memoryview, int, int], list[bytes]]
 
     def __init__(self, aead: str, secret: bytes) -> None:
-        self._aead = AESGCM(expand_label(secret, b"key", AEAD_KEY_LENGTHS[aead]))
-        self._iv = int.from_bytes(expand_label(secret, b"iv", NONCE_LENGTH), "big")
-        self.encrypt = self._aead.encrypt
-        self.decrypt = self._aead.decrypt
-        self.iv = self._iv
-        """The IV as an integer, for hot loops that build the nonce inline (see `nonce`):
-        ``(iv ^ packet_number).to_bytes(NONCE_LENGTH, "big")``."""
+        key = expand_label(secret, b"key", AEAD_KEY_LENGTHS[aead])
+        iv = expand_label(secret, b"iv", NONCE_LENGTH)
+        self._aead = AESGCM(key)
+        self._iv = int.from_bytes(iv, "big")
+        if FAST is not None:
+            native = FAST.Aead(key, iv)
+            self.seal = native.seal
+            self.open = native.open
+            self.seal_packet = native.seal_packet
+            self.open_short = native.open_short
+            self.seal_data_run = native.seal_data_run
+        else:
+            self.seal = self._seal
+            self.open = self._open
+            self.seal_packet = self._seal_packet
+            self.open_short = self._open_short
+            self.seal_data_run = self._seal_data_run
 
     def nonce(self, packet_number: int) -> bytes:
         return (self._iv ^ packet_number).to_bytes(NONCE_LENGTH, "big")
 
-    def seal(self, packet_number: int, header: bytes, payload: bytes) -> bytes:
+    def _seal(self, packet_number: int, header: bytes, payload: bytes) -> bytes:
         """Ciphertext and tag of ``payload``, authenticating ``header``."""
-        nonce = (self._iv ^ packet_number).to_bytes(NONCE_LENGTH, "big")
-        return self._aead.encrypt(nonce, payload, header)
+        return self._aead.encrypt(self.nonce(packet_number), payload, header)
 
-    def open(
+    def _open(
         self, packet_number: int, header: bytes | memoryview, ciphertext: bytes | memoryview
     ) -> bytes | None:
         """The plaintext, or None if the packet is not authentic."""
-        nonce = (self._iv ^ packet_number).to_bytes(NONCE_LENGTH, "big")
         try:
-            return self._aead.decrypt(nonce, ciphertext, header)
+            return self._aead.decrypt(self.nonce(packet_number), ciphertext, header)
         except InvalidTag:
             return None
+
+    def _seal_packet(self, packet_number: int, header: bytes, payload: bytes) -> bytes:
+        """The whole datagram: header, ciphertext, tag."""
+        return header + self._aead.encrypt(self.nonce(packet_number), payload, header)
+
+    def _open_short(self, packet_number: int, datagram: bytes | memoryview) -> bytes | None:
+        """The plaintext of a short-header datagram (its 13-byte header is the AAD)."""
+        view = memoryview(datagram)
+        return self._open(
+            packet_number, view[:SHORT_HEADER_LENGTH], view[SHORT_HEADER_LENGTH:]
+        )
+
+    def _seal_data_run(
+        self,
+        flags: int,
+        destination_cid: bytes,
+        first_pn: int,
+        stream_id: int,
+        offset: int,
+        data: memoryview,
+        room: int,
+        count: int,
+    ) -> list[bytes]:
+        """``count`` full packets of one DATA frame (no FIN) each, carrying consecutive
+        ``room``-byte slices of ``data`` from its start, numbered from ``first_pn``."""
+        if count < 0 or room * count > len(data):
+            raise ValueError("seal_data_run: bad room or count")
+        encrypt = self._aead.encrypt
+        iv = self._iv
+        out = []
+        for i in range(count):
+            pn = first_pn + i
+            header = _SHORT_RUN_HEADER.pack(flags, destination_cid, pn & 0xFFFFFFFF)
+            frame = _DATA_RUN_HEADER.pack(0x08, stream_id, offset + i * room, room)
+            piece = data[i * room : (i + 1) * room]
+            out.append(header + encrypt((iv ^ pn).to_bytes(12, "big"), frame + piece, header))
+        return out
 
     def __repr__(self) -> str:
         return "PacketProtection(<secret>)"

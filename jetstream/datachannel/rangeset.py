@@ -3,16 +3,20 @@
 Used for received packet numbers (ACK ranges, replay detection), for the byte ranges of a
 stream the receiver already holds (de-duplication, completion) and for finished stream ids.
 Two parallel lists (starts, stops) keep `bisect` in C; appends at the top, the common case
-for packet numbers and in-order stream data, take a fast path.
+for packet numbers and in-order stream data, take a fast path. `RangeSet` is the compiled
+twin (int64 arrays, `native.FAST.RangeSet`) where available; `PyRangeSet` here defines it.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from jetstream.datachannel.native import FAST
 
 
-class RangeSet:
+class PyRangeSet:
     """Sorted, disjoint, non-adjacent half-open ranges ``[start, stop)``."""
 
     __slots__ = ("_starts", "_stops")
@@ -99,7 +103,7 @@ class RangeSet:
         return zip(self._starts, self._stops, strict=True)
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RangeSet):
+        if not isinstance(other, PyRangeSet):
             return NotImplemented
         return self._starts == other._starts and self._stops == other._stops
 
@@ -107,3 +111,9 @@ class RangeSet:
 
     def __repr__(self) -> str:
         return f"RangeSet({list(self)!r})"
+
+
+if TYPE_CHECKING or FAST is None:
+    RangeSet = PyRangeSet
+else:
+    RangeSet = FAST.RangeSet

@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 from jetstream import __version__
+from jetstream.datachannel.native import DATAPATH
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ class Metrics:
         self.build_info = Info(
             "jetstream_build", "jetstream build information", registry=self.registry
         )
-        self.build_info.info({"version": __version__, "python": platform.python_version()})
+        self.build_info.info({"version": __version__, "python": platform.python_version(),
+                              "data_path": DATAPATH})
         self.grpc_handled = Counter(
             "grpc_server_handled",
             "gRPC calls completed on the server, by method and status code",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from jetstream import __version__
 from jetstream.config import ServerConfig
+from jetstream.datachannel.native import DATAPATH
 from jetstream.state.identity import ServerIdentity
 from jetstream.tls import TlsIdentity
 
@@ -54,6 +55,11 @@ class ServerInfoService:
     @property
     def api_version(self) -> int:
         return API_VERSION
+
+    @property
+    def data_path(self) -> str:
+        """``compiled`` or ``python``: the data channel's per-packet path (native.py)."""
+        return DATAPATH
 
     @property
     def friendly_name(self) -> str:

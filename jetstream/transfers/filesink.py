@@ -72,18 +72,28 @@ class RunningDigest:
         self._stale = False
         """Hashed bytes were written again: only a full read is trustworthy."""
 
-    def wrote(self, part: userfs.PartFile, offset: int, data: bytes) -> None:
-        end = offset + len(data)
+    def wrote(self, part: userfs.PartFile, offset: int, data: bytes | memoryview) -> None:
+        self.wrote_run(part, offset, [data])
+
+    def wrote_run(self, part: userfs.PartFile, offset: int,
+                  buffers: list[bytes | memoryview]) -> None:
+        """``buffers`` were written back to back from ``offset``."""
+        end = offset + sum(map(len, buffers))
         if offset > self._position:
             self._ahead.add(offset, end)
             return
-        if offset < self._position:
-            self._stale = True
-            if end <= self._position:
-                return
-            data = data[self._position - offset:]
-        self._hasher.update(data)
-        self._position = end
+        update = self._hasher.update
+        for data in buffers:
+            stop = offset + len(data)
+            if offset < self._position:
+                self._stale = True
+                if stop > self._position:
+                    update(memoryview(data)[self._position - offset:])
+                    self._position = stop
+            else:
+                update(data)
+                self._position = stop
+            offset = stop
         self._catch_up(part)
 
     def _catch_up(self, part: userfs.PartFile) -> None:
@@ -111,22 +121,24 @@ def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],
                  digest: RunningDigest) -> None:
     """Write received pieces, one system call per run of adjacent ones, and hash them."""
     pieces.sort(key=lambda piece: piece[0])
-    start, run, end = 0, [], -1
+    start, end = 0, -1
+    run: list[bytes | memoryview] = []
     for offset, data in pieces:
         if offset != end and run:
-            _write_run(part, digest, b"".join(run), start)
+            _write_run(part, digest, run, start)
             run = []
         if not run:
             start = offset
         run.append(data)
         end = offset + len(data)
     if run:
-        _write_run(part, digest, b"".join(run), start)
+        _write_run(part, digest, run, start)
 
 
-def _write_run(part: userfs.PartFile, digest: RunningDigest, data: bytes, offset: int) -> None:
-    part.write_at(data, offset)
-    digest.wrote(part, offset, data)
+def _write_run(part: userfs.PartFile, digest: RunningDigest,
+               run: list[bytes | memoryview], offset: int) -> None:
+    part.writev_at(run, offset)  # the pieces as they came, without a joined copy
+    digest.wrote_run(part, offset, run)
 
 
 def finish(part: userfs.PartFile, target: Target, digest: RunningDigest,

@@ -4,7 +4,9 @@ In Python the cost of a fast data channel is per packet, and a syscall per datag
 the largest share (docs: research/performance.md 3.3). Linux can take a run of equal-sized
 datagrams in one `sendmsg` (UDP_SEGMENT, "GSO") and hand back several coalesced datagrams
 from one `recvmsg` (UDP_GRO). Where the kernel or the route refuses, we fall back to one
-call per datagram, once, and remember it.
+call per datagram, once, and remember it. With the compiled data path (`native.FAST`) the
+same groups go out through `sendmmsg` (many GSO sends per call) and come in through
+`recvmmsg` (many reads per call), without the interpreter between datagrams.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import socket
 import struct
 from collections.abc import Iterator, Sequence
+
+from jetstream.datachannel.native import FAST
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +41,25 @@ class BatchSocket:
         self.gso = _probe_gso(sock)
         self.gro = _enable_gro(sock)
         self.send_calls = 0
-        self.recv_calls = 0
+        self._recv_calls = 0
+        self._receiver = None if FAST is None else FAST.BatchReceiver(sock.fileno())
 
-    def send(self, datagrams: Sequence[bytes], addr: Address) -> int:
+    @property
+    def recv_calls(self) -> int:
+        """System calls that returned datagrams."""
+        receiver = self._receiver
+        return self._recv_calls + (0 if receiver is None else receiver.calls)
+
+    def send(self, datagrams: list[bytes], addr: Address) -> int:
         """Send `datagrams` to `addr` in order; return how many went out before EAGAIN.
 
         The caller keeps the rest and retries when the socket is writable again.
         """
+        if FAST is not None and type(addr[0]) is str:
+            return self._send_native(datagrams, addr)
+        return self._send_python(datagrams, addr)
+
+    def _send_python(self, datagrams: Sequence[bytes], addr: Address) -> int:
         sent = 0
         for group in _gso_groups(datagrams) if self.gso else ([d] for d in datagrams):
             try:
@@ -57,11 +73,25 @@ class BatchSocket:
                 if len(group) > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
                     log.info("UDP GSO refused on this path (%s); sending one by one", exc)
                     self.gso = False
-                    return sent + self.send(datagrams[sent:], addr)
+                    return sent + self._send_python(datagrams[sent:], addr)
                 raise
             self.send_calls += 1
             sent += len(group)
         return sent
+
+    def _send_native(self, datagrams: list[bytes], addr: Address) -> int:
+        try:
+            sent, calls = FAST.send_batch(self.sock.fileno(), datagrams, addr, self.gso)  # type: ignore[union-attr]
+        except ValueError:  # a host name, not an address: the kernel path resolves it
+            return self._send_python(datagrams, addr)
+        except OSError as exc:
+            if self.gso and exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
+                log.info("UDP GSO refused on this path (%s); sending one by one", exc)
+                self.gso = False
+                return self._send_native(datagrams, addr)
+            raise
+        self.send_calls += calls
+        return int(sent)
 
     def _send_gso(self, group: Sequence[bytes], addr: Address) -> None:
         size = struct.pack("=H", len(group[0]))
@@ -73,6 +103,8 @@ class BatchSocket:
         Each read is a fresh immutable bytes object; the datagrams of a coalesced (GRO)
         read are read-only memoryview slices of it, so no datagram is copied again.
         """
+        if self._receiver is not None:
+            return self._receiver.receive(limit)  # type: ignore[no-any-return]
         received: list[tuple[bytes | memoryview, Address]] = []
         sock = self.sock
         append = received.append
@@ -91,7 +123,7 @@ class BatchSocket:
                 break
             except ConnectionRefusedError:
                 continue  # an ICMP error for an earlier send; not a reason to stop reading
-            self.recv_calls += 1
+            self._recv_calls += 1
             if not segment or segment >= nbytes:
                 append((data, addr))
                 continue

@@ -16,6 +16,7 @@ from jetstream.app import Server, start_server
 from jetstream.auth.principal import Principal
 from jetstream.auth.throttle import Standing
 from jetstream.client.channel import Endpoint, FingerprintMismatch, open_aio_channel
+from jetstream.config import datapath_choice
 from jetstream.errors import Unauthenticated
 from jetstream.tls import certificate_fingerprint
 from jetstream.v1 import auth_pb2, auth_pb2_grpc, server_pb2, server_pb2_grpc
@@ -88,6 +89,8 @@ def test_get_server_info_answers_without_credentials(tmp_path):
         pem = (server.config.persistent_state_dir / "api-tls.crt").read_bytes()
         assert info.tls_certificate_sha256 == certificate_fingerprint(pem)
         assert 3600 < info.tls_certificate_days_left <= 3650
+        # the data path: compiled unless the extension is missing or JETSTREAM_DATAPATH=python
+        assert info.data_path == ("python" if datapath_choice() == "python" else "compiled")
 
     run(tmp_path, body)
 

@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jetstream.client.channel import Endpoint, open_channel
+from jetstream.config import datapath_choice
 from jetstream.v1 import server_pb2, server_pb2_grpc
 from tests.support.servers import ServerProcess, free_port_args
 
@@ -61,6 +62,8 @@ def test_metrics_endpoint_serves_build_info(server):
     assert host_port.startswith("127.0.0.1:"), "metrics are local by default"
     body = urllib.request.urlopen(f"http://{host_port}/metrics", timeout=5).read().decode()
     assert "jetstream_build_info{" in body
+    path = "python" if datapath_choice() == "python" else "compiled"
+    assert f'data_path="{path}"' in body
     assert "process_resident_memory_bytes" in body
 
 

@@ -674,3 +674,22 @@ def test_entries_carry_owner_and_link_targets(fs, bob, tree):
         assert by_name["d"].gid == bob.gid
 
     run(scenario())
+
+
+def test_received_pieces_are_written_in_place_without_a_joined_copy(fs, bob, tree):
+    """writev_at: more buffers than one pwritev takes, of mixed sizes and kinds."""
+    pieces = [os.urandom(1 + (i * 7919) % 3000) for i in range(2500)]
+    views = [memoryview(p) if i % 2 else p for i, p in enumerate(pieces)]
+    loc = tree.at("d/pieces")
+
+    async def scenario() -> None:
+        part = await fs.run(bob, userfs.create_part, loc)
+        try:
+            await fs.run(bob, part.write_at, b"head", 0)
+            await fs.run(bob, part.writev_at, views, 4)
+            await fs.run(bob, part.commit)
+        finally:
+            await fs.run(bob, part.close)
+
+    run(scenario())
+    assert (tree.sandbox / "d/pieces").read_bytes() == b"head" + b"".join(pieces)

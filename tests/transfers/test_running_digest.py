@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jetstream.datachannel.rangeset import RangeSet
-from jetstream.transfers.filesink import RunningDigest
+from jetstream.transfers.filesink import RunningDigest, write_pieces
 from jetstream.transfers.hashing import HashAlgorithm, new_hasher
 
 
@@ -21,6 +21,11 @@ class DiskFile:
 
     def write_at(self, data: bytes, offset: int) -> None:
         os.pwrite(self.fd, data, offset)
+
+    def writev_at(self, buffers: list, offset: int) -> None:
+        for data in buffers:
+            os.pwrite(self.fd, data, offset)
+            offset += len(data)
 
     def read_at(self, offset: int, length: int) -> bytes:
         return os.pread(self.fd, length, offset)
@@ -71,8 +76,23 @@ def test_a_corrupted_byte_is_caught(tmp_path: Path) -> None:
     part = DiskFile(tmp_path / "part")
     digest = RunningDigest(HashAlgorithm.BLAKE3, RangeSet())
     for offset, chunk in pieces(data, 65_536)[::-1]:  # all beyond the gap until the last
-        bad = chunk if offset else b"X" + chunk[1:]
+        bad = chunk if offset else bytes([chunk[0] ^ 0xFF]) + chunk[1:]  # always differs
         part.write_at(bad, offset)
         digest.wrote(part, offset, bad)  # type: ignore[arg-type]
     got = digest.digest(part, HashAlgorithm.BLAKE3)  # type: ignore[arg-type]
     assert got != expected(data, HashAlgorithm.BLAKE3)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 40])
+def test_pieces_written_in_batches_hash_as_the_file(tmp_path: Path, batch: int) -> None:
+    """write_pieces: runs of adjacent pieces in one call, gaps and a piece twice."""
+    data = os.urandom(2 << 20)
+    part = DiskFile(tmp_path / "part")
+    todo = pieces(data, 30_000)
+    random.Random(batch).shuffle(todo)
+    todo.insert(len(todo) // 2, todo[0])  # a duplicate, after it may have been hashed
+    digest = RunningDigest(HashAlgorithm.BLAKE3, RangeSet())
+    for start in range(0, len(todo), batch):
+        write_pieces(part, [(o, memoryview(c)) for o, c in todo[start:start + batch]],  # type: ignore[arg-type]
+                     digest)
+    assert digest.digest(part, HashAlgorithm.BLAKE3) == expected(data, HashAlgorithm.BLAKE3)  # type: ignore[arg-type]
