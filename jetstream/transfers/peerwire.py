@@ -39,14 +39,26 @@ def to_wire(checkpoint: FileCheckpoint) -> peer_pb2.ReceivedFileState:
                          for a, b in checkpoint.ranges])
 
 
+MAX_FILE_SIZE = 1 << 62
+"""Larger sizes and offsets from a peer are refused: ranges are int64 in the compiled path."""
+
+
 def held(states: Iterable[peer_pb2.ReceivedFileState]) -> Held:
-    """InvalidArgument for a modify_time outside what a Timestamp may hold."""
+    """InvalidArgument for a modify_time outside what a Timestamp may hold, a size beyond
+    MAX_FILE_SIZE or a range beyond the file's size."""
     out: Held = {}
     for state in states:
+        where = f"received file {printable(state.path)}"
         try:
             mtime_ns = state.modify_time.ToNanoseconds()
         except ValueError as exc:
-            raise InvalidArgument(f"received file {printable(state.path)}: {exc}") from None
+            raise InvalidArgument(f"{where}: {exc}") from None
+        if state.size_bytes > MAX_FILE_SIZE:
+            raise InvalidArgument(f"{where}: size {state.size_bytes} is beyond {MAX_FILE_SIZE}")
+        for r in state.received_ranges:
+            if r.offset + r.length > state.size_bytes:
+                raise InvalidArgument(f"{where}: range {r.offset}+{r.length} is beyond its "
+                                      f"size {state.size_bytes}")
         ranges = RangeSet((r.offset, r.offset + r.length) for r in state.received_ranges)
         out[state.path] = (state.size_bytes, mtime_ns, ranges)
     return out

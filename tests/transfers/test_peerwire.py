@@ -23,6 +23,18 @@ def test_a_received_file_with_an_impossible_time_is_invalid(modified):
         peerwire.held([state])
 
 
+@pytest.mark.parametrize(("size", "offset", "length", "problem"), [
+    (100, 90, 20, "range 90\\+20 is beyond its size 100"),
+    (1 << 63, 0, 1, "size 9223372036854775808 is beyond"),
+    ((1 << 64) - 1, (1 << 64) - 2, 1, "is beyond"),  # the compiled range set holds int64 only
+])
+def test_a_received_range_beyond_the_file_is_invalid(size, offset, length, problem):
+    state = peer_pb2.ReceivedFileState(path="f", size_bytes=size, received_ranges=[
+        common_pb2.ByteRange(offset=offset, length=length)])
+    with pytest.raises(InvalidArgument, match=problem):
+        peerwire.held([state])
+
+
 @pytest.mark.parametrize(("rate", "problem"), [
     (common_pb2.RateLimit(policy=common_pb2.RATE_POLICY_FIXED), "the fixed policy needs"),
     (common_pb2.RateLimit(min_bps=10, max_bps=5), "min_bps exceeds max_bps"),
