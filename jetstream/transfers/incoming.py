@@ -80,6 +80,9 @@ class FileCheckpoint:
     mtime_ns: int
     temp_name: str
     ranges: tuple[tuple[int, int], ...]
+    complete: bool = False
+    """Written and verified under its final name by this transfer: a sender that lost the
+    outcome (a crash in between) need not send it again."""
 
 
 class IncomingStore:
@@ -199,16 +202,28 @@ class IncomingStore:
                               " ('running', 'paused') GROUP BY state")
         return [(row["state"], row["n"]) for row in rows]
 
-    def checkpoints(self, incoming_id: str) -> list[FileCheckpoint]:
+    def checkpoints(self, incoming_id: str, *, complete: bool = False
+                    ) -> list[FileCheckpoint]:
+        """The partial files; with `complete`, also the large files already finished."""
+        states = ("partial", "complete") if complete else ("partial",)
         rows = self._db.query(
-            "SELECT * FROM incoming_files WHERE incoming_id = ? AND state = 'partial'",
-            (incoming_id,),
+            "SELECT * FROM incoming_files WHERE incoming_id = ? AND state IN"
+            f" ({', '.join('?' * len(states))})", (incoming_id, *states),
         )
         return [
             FileCheckpoint(row["path"], row["size"], row["mtime_ns"], row["temp_name"],
-                           tuple((a, b) for a, b in json.loads(row["ranges"])))
+                           tuple((a, b) for a, b in json.loads(row["ranges"])),
+                           complete=row["state"] == "complete")
             for row in rows
         ]
+
+    def finished(self, incoming_id: str, path: str, size: int, mtime_ns: int) -> None:
+        """A large file is written and verified: remember it as complete, not partial."""
+        self._db.execute(
+            "INSERT INTO incoming_files (incoming_id, path, size, mtime_ns, temp_name, ranges,"
+            " state) VALUES (?, ?, ?, ?, '', '[]', 'complete') ON CONFLICT (incoming_id, path)"
+            " DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, temp_name='',"
+            " ranges='[]', state='complete'", (incoming_id, path, size, mtime_ns))
 
     def save_checkpoints(self, incoming_id: str, files: list[FileCheckpoint]) -> None:
         with self._db.transaction() as conn:

@@ -187,9 +187,10 @@ class ReceiveService:
         return session_id, session, resumed
 
     def received(self, caller: Caller, session_id: str) -> list[FileCheckpoint]:
-        """Files partly on disk from earlier sessions (their checkpointed ranges)."""
+        """Files partly on disk from earlier sessions (their checkpointed ranges), and the
+        large ones finished already."""
         live = self._session(caller, session_id)
-        return self._store.checkpoints(live.session.incoming.id)
+        return self._store.checkpoints(live.session.incoming.id, complete=True)
 
     async def complete(self, caller: Caller, session_id: str, state: TransferState,
                        error: Failure | None) -> tuple[Incoming, list[tuple[str, Failure]]]:

@@ -33,7 +33,8 @@ def to_wire(checkpoint: FileCheckpoint) -> peer_pb2.ReceivedFileState:
     modified = Timestamp()
     modified.FromNanoseconds(checkpoint.mtime_ns)
     return peer_pb2.ReceivedFileState(
-        path=checkpoint.path, exists=True, complete=False, size_bytes=checkpoint.size,
+        path=checkpoint.path, exists=True, complete=checkpoint.complete,
+        size_bytes=checkpoint.size,
         modify_time=modified,
         received_ranges=[common_pb2.ByteRange(offset=a, length=b - a)
                          for a, b in checkpoint.ranges])
@@ -60,6 +61,8 @@ def held(states: Iterable[peer_pb2.ReceivedFileState]) -> Held:
                 raise InvalidArgument(f"{where}: range {r.offset}+{r.length} is beyond its "
                                       f"size {state.size_bytes}")
         ranges = RangeSet((r.offset, r.offset + r.length) for r in state.received_ranges)
+        if state.complete:  # finished there: nothing of it needs to travel again
+            ranges = RangeSet([(0, state.size_bytes)]) if state.size_bytes else RangeSet()
         out[state.path] = (state.size_bytes, mtime_ns, ranges)
     return out
 

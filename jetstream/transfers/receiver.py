@@ -34,7 +34,7 @@ from jetstream.storage.sandbox import Location, Sandbox, SandboxRoot
 from jetstream.transfers import filesink, records
 from jetstream.transfers.filesink import Target
 from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore
-from jetstream.transfers.model import Failure, Progress, TransferState, failure_reason
+from jetstream.transfers.model import Failure, Overwrite, Progress, TransferState, failure_reason
 from jetstream.transport.endpoint import DataLink
 from jetstream.v1 import common_pb2, stream_records_pb2
 
@@ -114,7 +114,11 @@ class ReceiveSession:
         self._reader = records.RecordReader(stream_records_pb2.SenderRecord)
         self._expected_files: int | None = None
         self._outcomes = 0
-        self._resume = {c.path: c for c in store.checkpoints(incoming.id)}
+        held = store.checkpoints(incoming.id, complete=True)
+        self._resume = {c.path: c for c in held if not c.complete}
+        self._finished_before = {c.path: c for c in held if c.complete}
+        """Large files an earlier session of this transfer wrote and verified: a sender that
+        lost their outcome offers them again, and sends none of their bytes."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._checkpointer: asyncio.Task[None] | None = None
         self._settled_ids = RangeSet()
@@ -305,6 +309,15 @@ class ReceiveSession:
         entry.target = self._target(header, location)
         entry.busy = True
         overwrite = self.incoming.options.overwrite
+        before = self._finished_before.pop(str(path).lstrip("/"), None)
+        if before is not None and (before.size, before.mtime_ns) == (
+                header.size_bytes, header.modify_time_ns) and await self._fs.run(
+                    self._principal, filesink.existing_is_current, entry.target,
+                    Overwrite.RESUME):
+            entry.busy = False
+            self._outcome(entry, ok=True)  # delivered by that earlier session
+            self._drop(entry)
+            return
         resume = self._resume.pop(str(path).lstrip("/"), None)
         part = None
         if resume is not None and (resume.size, resume.mtime_ns) == (header.size_bytes,
@@ -443,10 +456,12 @@ class ReceiveSession:
         ok = await self._fs.run(self._principal, filesink.finish, entry.part, entry.target,
                                 entry.digest, self.incoming.options.hash_algorithm,
                                 entry.trailer.digest)
-        self._store.forget_checkpoints(self.incoming.id, [header.path])
         if ok:
+            self._store.finished(self.incoming.id, header.path, header.size_bytes,
+                                 header.modify_time_ns)
             self._outcome(entry, ok=True)
         else:
+            self._store.forget_checkpoints(self.incoming.id, [header.path])
             self._outcome(entry, ok=False, retry=True, error=Failure(
                 "HASH_MISMATCH", f"{printable(header.path)}: digest mismatch after transfer"))
 

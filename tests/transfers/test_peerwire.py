@@ -49,3 +49,14 @@ def test_rate_limits_no_data_channel_can_run_at_are_invalid(rate, problem):
 def test_a_ceiling_below_the_floor_lowers_the_floor():
     config = data_channel_config(DataChannelConfig(), RateLimits(min_bps=100_000_000), 10_000)
     assert (config.min_rate, config.max_rate) == (10_000, 10_000)
+
+
+def test_a_file_finished_at_the_receiver_is_held_whole():
+    from jetstream.transfers.incoming import FileCheckpoint
+
+    finished = FileCheckpoint("big.bin", 1 << 30, 123, "", (), complete=True)
+    partial = FileCheckpoint("part.bin", 1000, 456, ".part.bin.x", ((0, 400),))
+    held = peerwire.held([peerwire.to_wire(finished), peerwire.to_wire(partial)])
+    assert held["big.bin"][:2] == (1 << 30, 123)
+    assert list(held["big.bin"][2]) == [(0, 1 << 30)]
+    assert list(held["part.bin"][2]) == [(0, 400)]
