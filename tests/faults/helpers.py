@@ -4,14 +4,12 @@ the progress of a transfer as it runs."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from jetstream.v1 import transfers_pb2
 from tests.support.servers import ServerProcess, unused_tcp_port
-from tests.transfers.helpers import Api, chown_tree
+from tests.transfers.helpers import Api
 
 T = transfers_pb2
 FAST_CHECKPOINTS = T.Transfer().checkpoint_interval.__class__(nanos=100_000_000)
@@ -26,21 +24,6 @@ def server(tmp_path: Path, name: str, *extra: str) -> ServerProcess:
          "--api-socket", "", *extra],
         tmp_path / f"{name}.log",
     )
-
-
-def write_random_file(path: Path, size: int, owner: str) -> None:
-    with path.open("wb") as out:
-        for _ in range(size >> 22):
-            out.write(os.urandom(4 << 20))
-    chown_tree(path.parent, owner)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(4 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 async def run_until(api: Api, name: str, done: Callable[[T.Transfer], bool],

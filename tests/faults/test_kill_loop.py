@@ -19,16 +19,18 @@ from datetime import datetime
 from pathlib import Path
 
 from jetstream.v1 import common_pb2
-from tests.faults.helpers import FAST_CHECKPOINTS, run_until, server, sha256, write_random_file
+from tests.faults.helpers import FAST_CHECKPOINTS, run_until, server
 from tests.system.users import ALICE, require_root
 from tests.transfers.helpers import (
     destination_to,
+    file_sha256,
     login,
     manifest_of,
     owned_dir,
     push,
     remove,
     wait_terminal,
+    write_random_file,
 )
 
 SIZE = 1 << 30
@@ -99,7 +101,7 @@ def test_kill_9_at_random_points_of_one_transfer(tmp_path):
         resent = [max(0, before - held) for _side, _point, before, held in kills]
         for (side, point, _before, _held), again in zip(kills, resent, strict=True):
             print(f"kill -9 of the {side} at {point:.0%}: re-sent {again / SIZE:.1%}")
-        assert sha256(dst / "big.bin") == sha256(src / "big.bin"), f"seed {seed}"
+        assert file_sha256(dst / "big.bin") == file_sha256(src / "big.bin"), f"seed {seed}"
         assert not list(dst.rglob("*.part"))
         assert max(resent) <= SIZE // 10, (seed, kills)
     finally:

@@ -18,17 +18,19 @@ from grpc import aio
 
 from bench.linkemu.link import Link
 from jetstream.v1 import common_pb2, destinations_pb2, destinations_pb2_grpc
-from tests.faults.helpers import FAST_CHECKPOINTS, run_until, server, sha256, write_random_file
+from tests.faults.helpers import FAST_CHECKPOINTS, run_until, server
 from tests.support.servers import ServerProcess
 from tests.system.users import ALICE, PASSWORDS
 from tests.transfers.helpers import (
     Api,
     destination_to,
+    file_sha256,
     login,
     manifest_of,
     push,
     start,
     wait_terminal,
+    write_random_file,
 )
 
 COMPLETED = common_pb2.TRANSFER_STATE_COMPLETED
@@ -64,7 +66,7 @@ def test_a_receiver_frozen_for_60_s_then_resumed(tmp_path, dirs):
     print(f"frozen 60 s: completed {after_freeze:.0f} s after the freeze, attempts "
           f"{done.attempt_count}, resumed {done.progress.bytes_resumed / size:.0%} of the file")
     assert done.state == COMPLETED, done.error
-    assert sha256(dst / "big.bin") == sha256(src / "big.bin")
+    assert file_sha256(dst / "big.bin") == file_sha256(src / "big.bin")
     assert done.progress.bytes_resumed >= size // 3, "it continued from its checkpoint"
     assert not list(dst.rglob("*.part"))
 
@@ -119,7 +121,7 @@ def test_a_30_s_blackout_of_the_wan(dirs):
     print(f"30 s blackout: completed {after_dark:.0f} s after it began, attempts "
           f"{done.attempt_count}, resumed {done.progress.bytes_resumed / size:.0%} of the file")
     assert done.state == COMPLETED, done.error
-    assert sha256(dst / "big.bin") == sha256(src / "big.bin")
+    assert file_sha256(dst / "big.bin") == file_sha256(src / "big.bin")
     assert done.progress.bytes_resumed >= size // 3, "it continued from its checkpoint"
 
 

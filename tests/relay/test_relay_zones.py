@@ -11,7 +11,6 @@ sender does not grow the relay's memory beyond its bounds.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import shutil
@@ -41,12 +40,13 @@ from tests.support.servers import ServerProcess
 from tests.system.users import ALICE, PASSWORDS, require_root
 from tests.transfers.helpers import (
     Api,
-    chown_tree,
+    file_sha256,
     manifest_of,
     owned_dir,
     push,
     remove,
     wait_terminal,
+    write_random_file,
 )
 
 T = transfers_pb2
@@ -125,20 +125,7 @@ def site() -> Iterator[Site]:
 
 
 def _file(site: Site, name: str, size: int) -> Path:
-    path = site.src / name
-    with path.open("wb") as out:
-        for _ in range(size >> 20):
-            out.write(os.urandom(1 << 20))
-    chown_tree(site.src, ALICE)
-    return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(4 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return write_random_file(site.src / name, size, ALICE)
 
 
 async def _destination(api: Api, site: Site, port: int) -> str:
@@ -178,7 +165,7 @@ def test_push_from_outside_arrives_verified_through_the_relay(site):
             assert sources == {z.outside_ip}, "the receiver sees the sender, not the relay"
 
     asyncio.run(main())
-    assert _sha256(site.dst[0] / "first.bin") == _sha256(big)
+    assert file_sha256(site.dst[0] / "first.bin") == file_sha256(big)
     assert f"logged in from ipv4:{z.outside_ip}:" in site.inside[0].log(), \
         "logins through the tunnel are counted by the sender's address (throttling)"
     scrape = site.relay_metrics()
@@ -214,7 +201,7 @@ def test_two_servers_behind_one_relay_receive_at_the_same_time(site):
 
     assert asyncio.run(main()), "both servers were receiving at the same moment"
     for path, dst in zip(files, site.dst, strict=True):
-        assert _sha256(dst / path.name) == _sha256(path)
+        assert file_sha256(dst / path.name) == file_sha256(path)
     assert metric(site.relay_metrics(), "jetstream_relay_servers") == 2
 
 
@@ -247,7 +234,7 @@ def test_relay_killed_mid_transfer_is_restarted_and_the_transfer_completes(site)
 
     done_at_kill = asyncio.run(main())
     assert done_at_kill < size
-    assert _sha256(site.dst[0] / big.name) == _sha256(big)
+    assert file_sha256(site.dst[0] / big.name) == file_sha256(big)
     assert site.inside[0].log().count("registered at relay") > registered, "it came back"
     carried = metric(site.relay_metrics(), 'jetstream_relay_bytes_total{direction="to_server"}')
     assert 0 < carried < size - 0.8 * done_at_kill, (

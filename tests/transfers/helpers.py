@@ -161,3 +161,20 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int, int, str]]:
 def remove(*paths: Path) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def write_random_file(path: Path, size: int, owner: str) -> Path:
+    """`size` random bytes (a multiple of 1 MiB) at `path`, its directory given to `owner`."""
+    with path.open("wb") as out:
+        for _ in range(size >> 20):
+            out.write(os.urandom(1 << 20))
+    chown_tree(path.parent, owner)
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
