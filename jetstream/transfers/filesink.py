@@ -8,6 +8,7 @@ after its digest matched the sender's: nothing that looks complete is ever parti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from jetstream.datachannel.rangeset import RangeSet
@@ -19,6 +20,7 @@ from jetstream.transfers.model import Overwrite
 
 DIR_MODE_MASK = 0o777
 READ_BACK_CHUNK = 4 << 20
+HASH_GROUP = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,12 @@ class RunningDigest:
             self._ahead.add(offset, end)
             return
         update = self._hasher.update
+        if offset == self._position:
+            for group in _hash_groups(buffers):
+                update(group)
+            self._position = end
+            self._catch_up(part)
+            return
         for data in buffers:
             stop = offset + len(data)
             if offset < self._position:
@@ -115,6 +123,28 @@ class RunningDigest:
                 return
             self._hasher.update(chunk)
             self._position += len(chunk)
+
+
+def _hash_groups(buffers: list[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+    """``buffers`` as fewer, larger updates of at most `HASH_GROUP` bytes: BLAKE3 runs its
+    SIMD over many 1 KiB chunks at a time only when one update holds them, so datagram-sized
+    updates cost it six times the CPU of joined ones (the copy is bounded and cheap)."""
+    group: list[bytes | memoryview] = []
+    size = 0
+    for data in buffers:
+        if len(data) >= HASH_GROUP:
+            if group:
+                yield b"".join(group)
+                group, size = [], 0
+            yield data
+            continue
+        group.append(data)
+        size += len(data)
+        if size >= HASH_GROUP:
+            yield b"".join(group)
+            group, size = [], 0
+    if group:
+        yield group[0] if len(group) == 1 else b"".join(group)
 
 
 def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],

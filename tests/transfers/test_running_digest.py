@@ -96,3 +96,20 @@ def test_pieces_written_in_batches_hash_as_the_file(tmp_path: Path, batch: int) 
         write_pieces(part, [(o, memoryview(c)) for o, c in todo[start:start + batch]],  # type: ignore[arg-type]
                      digest)
     assert digest.digest(part, HashAlgorithm.BLAKE3) == expected(data, HashAlgorithm.BLAKE3)  # type: ignore[arg-type]
+
+
+def test_runs_of_datagrams_and_large_pieces_hash_as_the_file(tmp_path: Path) -> None:
+    """In-order runs are hashed in joined groups: small pieces across a group's bound, a
+    piece larger than a group between them, and a lone piece at the end."""
+    sizes = [1428] * 400 + [600_000] + [1428] * 250 + [77]
+    data = os.urandom(sum(sizes))
+    part = DiskFile(tmp_path / "part")
+    todo, offset = [], 0
+    for size in sizes:
+        todo.append((offset, memoryview(data)[offset:offset + size]))
+        offset += size
+    digest = RunningDigest(HashAlgorithm.BLAKE3, RangeSet())
+    write_pieces(part, todo[:-1], digest)  # type: ignore[arg-type]
+    write_pieces(part, todo[-1:], digest)  # type: ignore[arg-type]
+    assert digest.digest(part, HashAlgorithm.BLAKE3) == expected(data, HashAlgorithm.BLAKE3)  # type: ignore[arg-type]
+    assert not digest._stale and not digest._ahead  # hashed as it came, nothing read back
