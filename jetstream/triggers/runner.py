@@ -191,12 +191,15 @@ class TriggerRunner:
     def _watch(self, found: list[Script]) -> None:
         directory = self._settings.directory
         wanted = {str(directory)} | {str(s.path.parent) for s in found}
+        only = ""
         if not directory.is_dir():
-            wanted = {str(directory.parent)}  # to notice it being created
+            # To notice it being created; nothing else there matters (the server's own log
+            # beside it would otherwise make every log line a rescan, and every rescan a line).
+            wanted, only = {str(directory.parent)}, directory.name
         for path in set(self._watched) - wanted:
             self._watcher.remove(self._watched.pop(path), self._handlers.pop(path, _ignore))
         for path in wanted - set(self._watched):
-            handler = self._handler(path)
+            handler = self._handler(path, only)
             try:
                 self._watched[path] = self._watcher.add(path, handler)
                 self._handlers[path] = handler
@@ -204,11 +207,14 @@ class TriggerRunner:
                 log.warning("cannot watch %s for new trigger scripts: %s; they are read at "
                             "the next change only", printable(path), exc.strerror)
 
-    def _handler(self, path: str) -> Handler:
+    def _handler(self, path: str, only: str = "") -> Handler:
+        """Rescan on a change in ``path`` (of its entry ``only``, if given)."""
         def changed(change: Change) -> None:
             if change.gone:
                 self._watched.pop(path, None)
                 self._handlers.pop(path, None)
+            elif only and change.name != only:
+                return
             if self._rescan_due is None:
                 self._rescan_due = self._loop.call_later(RESCAN_DELAY, self.rescan)
 

@@ -333,3 +333,43 @@ def test_a_full_queue_drops_runs_and_says_so(tmp_path):
         assert records(out) == []  # the login came after the queue was full: dropped too
 
     asyncio.run(main())
+
+
+def test_a_missing_directory_is_awaited_without_reacting_to_its_neighbours(tmp_path, caplog):
+    """Until the trigger directory exists its parent is watched for it alone: a log file
+    written beside it (the server's own, say) must not make each line a rescan."""
+    require_root()
+    trig = tmp_path / "trig"
+    out = tmp_path / "out"
+    caplog.set_level(logging.INFO, logger="jetstream.triggers")
+
+    def rescans() -> int:
+        return sum(1 for r in caplog.records if r.getMessage().startswith("trigger directory"))
+
+    async def main() -> None:
+        db = Database(tmp_path / "state")
+        events = EventLog(db)
+        watcher = DirWatcher()
+        runner = TriggerRunner(TriggerSettings(trig, tmp_path / "t.log", timeout=10,
+                                               concurrency=1, queue_size=10), events, watcher)
+        runner.start()
+        try:
+            first = rescans()
+            with open(tmp_path / "neighbour.log", "a") as log_file:
+                for n in range(20):
+                    log_file.write(f"line {n}\n")
+                    log_file.flush()
+                    await asyncio.sleep(0.03)
+            await asyncio.sleep(0.3)
+            assert rescans() == first
+            make_trigger_dir(trig)
+            recorder(trig / "auth.login", out)
+            await wait_for(lambda: rescans() > first, 5)
+            events.record("auth.login", "a login", now=time.time())
+            await wait_for(lambda: records(out, "auth.login"), 10)
+        finally:
+            await runner.close()
+            watcher.close()
+            db.close()
+
+    asyncio.run(main())
