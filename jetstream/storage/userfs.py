@@ -44,7 +44,7 @@ import platform
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +63,7 @@ from jetstream.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from jetstream.storage.directio import DirectWriter
 from jetstream.storage.paths import MAX_NAME_BYTES, RelPath, printable
 from jetstream.storage.sandbox import Location, SandboxRoot
 
@@ -698,6 +699,7 @@ class PartFile:
         self._mode = mode
         self._overwrite = overwrite
         self._open = True
+        self._uncached = DirectWriter(fd)
 
     @property
     def is_open(self) -> bool:
@@ -741,6 +743,15 @@ class PartFile:
             while view:
                 written = os.pwrite(self.fd, view, offset)
                 view, offset = view[written:], offset + written
+
+    def write_uncached_at(self, buffers: Sequence[bytes | memoryview], offset: int,
+                          seen: Callable[[memoryview], object]) -> None:
+        """`writev_at` for bytes nobody will read soon: past the page cache where the file
+        system allows it, which costs the CPU far less (`directio.DirectWriter.write`,
+        which also says what ``seen`` gets)."""
+        self._check_open()
+        with _errors_for(self.location):
+            self._uncached.write(buffers, offset, seen)
 
     def writev_at(self, buffers: list[bytes | memoryview], offset: int) -> None:
         """Write `buffers` back to back from `offset` in one system call where the kernel
@@ -800,6 +811,7 @@ class PartFile:
 
     def _release(self) -> None:
         self._open = False
+        self._uncached.close()
         os.close(self.fd)
         os.close(self._dir_fd)
 

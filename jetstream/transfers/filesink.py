@@ -21,6 +21,8 @@ from jetstream.transfers.model import Overwrite
 DIR_MODE_MASK = 0o777
 READ_BACK_CHUNK = 4 << 20
 HASH_GROUP = 256 << 10
+UNCACHED_RUN = 128 << 10
+"""Runs at least this long that are hashed as they are written bypass the page cache."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,22 @@ class RunningDigest:
         self._ahead = RangeSet(on_disk)
         self._stale = False
         """Hashed bytes were written again: only a full read is trustworthy."""
+
+    def hashes_at_once(self, offset: int) -> bool:
+        """Bytes written at ``offset`` now are hashed now, not read back later."""
+        return offset == self._position
+
+    def write_in_order(self, part: userfs.PartFile, offset: int,
+                       run: list[bytes | memoryview]) -> None:
+        """Write ``run``, which starts where the hashed prefix ends, past the page cache:
+        hashed on its way to the disk, it is never read back."""
+        assert offset == self._position
+        part.write_uncached_at(run, offset, self._hash_next)
+        self._catch_up(part)
+
+    def _hash_next(self, data: memoryview) -> None:
+        self._hasher.update(data)
+        self._position += len(data)
 
     def wrote(self, part: userfs.PartFile, offset: int, data: bytes | memoryview) -> None:
         self.wrote_run(part, offset, [data])
@@ -167,8 +185,11 @@ def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],
 
 def _write_run(part: userfs.PartFile, digest: RunningDigest,
                run: list[bytes | memoryview], offset: int) -> None:
-    part.writev_at(run, offset)  # the pieces as they came, without a joined copy
-    digest.wrote_run(part, offset, run)
+    if digest.hashes_at_once(offset) and sum(map(len, run)) >= UNCACHED_RUN:
+        digest.write_in_order(part, offset, run)
+    else:
+        part.writev_at(run, offset)  # read back from the cache once the gap before it fills
+        digest.wrote_run(part, offset, run)
 
 
 def finish(part: userfs.PartFile, target: Target, digest: RunningDigest,

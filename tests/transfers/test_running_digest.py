@@ -9,18 +9,23 @@ from pathlib import Path
 import pytest
 
 from jetstream.datachannel.rangeset import RangeSet
+from jetstream.storage.directio import DirectWriter
 from jetstream.transfers.filesink import RunningDigest, write_pieces
 from jetstream.transfers.hashing import HashAlgorithm, new_hasher
 
 
 class DiskFile:
-    """The three PartFile methods the digest uses, over a real file."""
+    """The PartFile methods the digest and the writer use, over a real file."""
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.direct = DirectWriter(self.fd)
 
     def write_at(self, data: bytes, offset: int) -> None:
         os.pwrite(self.fd, data, offset)
+
+    def write_uncached_at(self, buffers: list, offset: int, seen) -> None:  # type: ignore[no-untyped-def]
+        self.direct.write(buffers, offset, seen)
 
     def writev_at(self, buffers: list, offset: int) -> None:
         for data in buffers:
