@@ -1024,7 +1024,53 @@ static PyObject *set_malformed(PyObject *module, PyObject *factory) {
     Py_RETURN_NONE;
 }
 
+/* gather(dest, pos, buffers) -> pos after them: the buffers of a list copied back to back
+   into the writable buffer dest from pos, without the GIL (a received file's pieces into
+   the receiver's aligned staging buffer, storage/directio.py). */
+static PyObject *gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "gather(dest, pos, buffers: list)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    PyObject *list = args[2];
+    Py_ssize_t count = PyList_GET_SIZE(list), held = 0, end = pos;
+    Py_buffer dest;
+    if (PyObject_GetBuffer(args[0], &dest, PyBUF_WRITABLE) < 0) return NULL;
+    PyObject *result = NULL;
+    Py_buffer *views = PyMem_Calloc(count ? (size_t)count : 1, sizeof(Py_buffer));
+    if (!views) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; held < count; held++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(list, held), &views[held], PyBUF_SIMPLE) < 0)
+            goto done;
+        end += views[held].len;
+    }
+    if (pos < 0 || end > dest.len) {
+        PyErr_SetString(PyExc_ValueError, "gather: the buffers do not fit");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    char *out = (char *)dest.buf + pos;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        memcpy(out, views[i].buf, (size_t)views[i].len);
+        out += views[i].len;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(end);
+done:
+    for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyBuffer_Release(&dest);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"gather", (PyCFunction)(void (*)(void))gather, METH_FASTCALL,
+     "gather(dest, pos, buffers) -> pos after them: copied back to back without the GIL"},
     {"pull_ack_frame", (PyCFunction)(void (*)(void))pull_ack_frame, METH_FASTCALL,
      "pull_ack_frame(buf, pos) -> (largest, delay_us, ranges, next pos)"},
     {"send_batch", send_batch, METH_VARARGS,

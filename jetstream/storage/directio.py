@@ -16,7 +16,11 @@ import errno
 import mmap
 import os
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
+
+from jetstream.datachannel.native import FAST
 
 ALIGN = 4096
 """Offsets, lengths and memory of direct writes: a multiple of any device's logical block."""
@@ -38,6 +42,21 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while data:
         written = os.pwrite(fd, data, offset)
         data, offset = data[written:], offset + written
+
+
+def _gather(dest: mmap.mmap, pos: int, buffers: list[bytes | memoryview]) -> int:
+    """The pure-Python twin of the compiled `gather`."""
+    for data in buffers:
+        end = pos + len(data)
+        dest[pos:end] = data
+        pos = end
+    return pos
+
+
+gather: Callable[[mmap.mmap, int, list[bytes | memoryview]], int] = (
+    FAST.gather if FAST is not None else _gather)
+"""Copies pieces into the staging buffer: the compiled one without the GIL, so that the
+event loop goes on meanwhile."""
 
 
 def _ignore(data: memoryview) -> None:
@@ -63,16 +82,23 @@ class DirectWriter:
         staging = _staging()
         base = offset - offset % ALIGN
         low = fill = offset - base
-        for data in buffers:
-            view = memoryview(data).cast("B")
-            while view:
-                size = min(len(view), STAGING - fill)
-                staging[fill:fill + size] = view[:size]
-                fill += size
-                view = view[size:]
-                if fill == STAGING:
-                    self._write_staged(staging, base, low, fill, seen)
-                    base, low, fill = base + STAGING, 0, 0
+        pending = list(buffers)
+        starts = list(accumulate(map(len, pending), initial=0))
+        i = 0
+        while i < len(pending):
+            room = STAGING - fill
+            fit = bisect_right(starts, starts[i] + room, i) - 1
+            if fit > i:  # buffers i..fit-1 fit whole
+                fill = gather(staging, fill, pending[i:fit])
+                i = fit
+            else:  # buffer i is longer than the room left: its head fills the staging
+                view = memoryview(pending[i]).cast("B")
+                staging[fill:] = view[:room]
+                pending[i], fill = view[room:], STAGING
+                starts[i] += room
+            if fill == STAGING:
+                self._write_staged(staging, base, low, fill, seen)
+                base, low, fill = base + STAGING, 0, 0
         if fill > low:
             self._write_staged(staging, base, low, fill, seen)
 

@@ -166,26 +166,48 @@ def _hash_groups(buffers: list[bytes | memoryview]) -> Iterator[bytes | memoryvi
 
 
 def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],
-                 digest: RunningDigest) -> None:
-    """Write received pieces, one system call per run of adjacent ones, and hash them."""
+                 digest: RunningDigest, hold: int = 0
+                 ) -> tuple[list[tuple[int, int]], list[tuple[int, memoryview]]]:
+    """Write received pieces, one system call per run of adjacent ones, and hash them:
+    returns the byte ranges written and the pieces kept back.
+
+    Runs beyond the hashed prefix (after a loss not yet repaired) are kept back, unwritten,
+    while they total at most ``hold`` bytes: given again once the gap is filled, they are
+    hashed and written in one pass, where written now they would be read back to hash."""
     pieces.sort(key=lambda piece: piece[0])
-    start, end = 0, -1
-    run: list[bytes | memoryview] = []
-    for offset, data in pieces:
-        if offset != end and run:
-            _write_run(part, digest, run, start)
+    written: list[tuple[int, int]] = []
+    kept: list[tuple[int, memoryview]] = []
+    room = hold
+    for start, run in _runs(pieces):
+        buffers = [data for _offset, data in run]
+        size = sum(map(len, buffers))
+        if size <= room and not digest.hashes_at_once(start):
+            kept += run
+            room -= size
+        else:
+            _write_run(part, digest, buffers, start, size)
+            written.append((start, start + size))
+    return written, kept
+
+
+def _runs(pieces: list[tuple[int, memoryview]]
+          ) -> Iterator[tuple[int, list[tuple[int, memoryview]]]]:
+    """Sorted pieces as runs of adjacent ones: (start, its pieces)."""
+    run: list[tuple[int, memoryview]] = []
+    end = -1
+    for piece in pieces:
+        if piece[0] != end and run:
+            yield run[0][0], run
             run = []
-        if not run:
-            start = offset
-        run.append(data)
-        end = offset + len(data)
+        run.append(piece)
+        end = piece[0] + len(piece[1])
     if run:
-        _write_run(part, digest, run, start)
+        yield run[0][0], run
 
 
 def _write_run(part: userfs.PartFile, digest: RunningDigest,
-               run: list[bytes | memoryview], offset: int) -> None:
-    if digest.hashes_at_once(offset) and sum(map(len, run)) >= UNCACHED_RUN:
+               run: list[bytes | memoryview], offset: int, size: int) -> None:
+    if digest.hashes_at_once(offset) and size >= UNCACHED_RUN:
         digest.write_in_order(part, offset, run)
     else:
         part.writev_at(run, offset)  # read back from the cache once the gap before it fills

@@ -47,6 +47,11 @@ syncfs writes back everything dirty on it: the fewer, the better)."""
 CHECKPOINT_BYTES = 64 << 20
 """Large-file bytes received that bring the next checkpoint forward (see `_checkpoints`)."""
 FLUSH_BYTES = 1 << 20
+"""New bytes of a large file that make the next write."""
+HOLD_BYTES = 16 << 20
+"""Bytes of a large file kept in memory beyond a loss until it is repaired (about a round
+trip later), so that they are hashed and written in order instead of written, read back and
+hashed (`filesink.write_pieces`)."""
 
 
 @dataclass
@@ -58,6 +63,8 @@ class _File:
     digest: filesink.RunningDigest | None = None
     pieces: list[tuple[int, memoryview]] = field(default_factory=list)
     pending_bytes: int = 0
+    held_back: int = 0
+    """Bytes of `pieces` the last write kept back beyond a gap (see `HOLD_BYTES`)."""
     written: RangeSet = field(default_factory=RangeSet)
     """Bytes on disk (in the temporary file)."""
     held: RangeSet = field(default_factory=RangeSet)
@@ -227,7 +234,7 @@ class ReceiveSession:
         entry.pending_bytes += len(data)
         entry.held.add(offset, offset + len(data))
         self._received_data = True
-        if entry.part is not None and (entry.pending_bytes >= FLUSH_BYTES
+        if entry.part is not None and (entry.pending_bytes - entry.held_back >= FLUSH_BYTES
                                        or entry.trailer is not None):
             self._advance(entry)
 
@@ -246,9 +253,9 @@ class ReceiveSession:
                 entry.busy = True  # until its outcome
                 self._store_small(entry)
             return
-        if entry.part is not None and (entry.pending_bytes >= FLUSH_BYTES
+        if entry.part is not None and (entry.pending_bytes - entry.held_back >= FLUSH_BYTES
                                        or (complete and entry.pieces)):
-            self._step(entry, self._flush(entry))
+            self._step(entry, self._flush(entry, hold=0 if complete else HOLD_BYTES))
         elif entry.part is not None and complete:
             self._step(entry, self._verify(entry))
 
@@ -419,17 +426,21 @@ class ReceiveSession:
             self._metrics.bytes.labels("incoming").inc(stored)
             self._send_replies()
 
-    async def _flush(self, entry: _File) -> None:
+    async def _flush(self, entry: _File, hold: int) -> None:
         if self._released is not None:
             return
         assert entry.part is not None
         pieces, entry.pieces = entry.pieces, []
         size, entry.pending_bytes = entry.pending_bytes, 0
         assert entry.digest is not None
-        await self._fs.run(self._principal, filesink.write_pieces, entry.part, pieces,
-                           entry.digest)
-        for offset, data in pieces:
-            entry.written.add(offset, offset + len(data))
+        written, kept = await self._fs.run(
+            self._principal, filesink.write_pieces, entry.part, pieces, entry.digest, hold)
+        entry.held_back = sum(len(data) for _offset, data in kept)
+        entry.pieces[:0] = kept
+        entry.pending_bytes += entry.held_back
+        size -= entry.held_back
+        for start, stop in written:
+            entry.written.add(start, stop)
         self._bytes_done += size
         self._unsynced += size
         if self._unsynced >= CHECKPOINT_BYTES:
@@ -468,7 +479,7 @@ class ReceiveSession:
     def _drop(self, entry: _File) -> None:
         """Discard data for a file we do not write (skipped): just give the credit back."""
         self._consumed(entry.pending_bytes)
-        entry.pieces, entry.pending_bytes = [], 0
+        entry.pieces, entry.pending_bytes, entry.held_back = [], 0, 0
 
     def _outcome(self, entry: _File, *, ok: bool, skipped: bool = False, retry: bool = False,
                  error: Failure | None = None, defer: bool = False) -> None:

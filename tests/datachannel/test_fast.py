@@ -279,3 +279,20 @@ def test_batch_socket_sends_to_host_names_through_the_python_path() -> None:
     finally:
         tx.close()
         rx.close()
+
+
+@needs_fast
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=3000), max_size=40), st.integers(0, 100))
+def test_gather_copies_as_the_reference(pieces: list[bytes], pos: int) -> None:
+    import mmap
+
+    from jetstream.storage.directio import _gather
+    size = pos + sum(map(len, pieces)) + 7
+    compiled, reference = mmap.mmap(-1, size), mmap.mmap(-1, size)
+    views = [memoryview(p) if i % 2 else p for i, p in enumerate(pieces)]
+    assert _fast.gather(compiled, pos, views) == _gather(reference, pos, pieces) == size - 7
+    assert compiled[:] == reference[:]
+    total = sum(map(len, pieces))
+    with pytest.raises(ValueError, match="do not fit"):  # one byte past the end
+        _fast.gather(compiled, size - total + 1, views)

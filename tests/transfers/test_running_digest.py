@@ -118,3 +118,31 @@ def test_runs_of_datagrams_and_large_pieces_hash_as_the_file(tmp_path: Path) -> 
     write_pieces(part, todo[-1:], digest)  # type: ignore[arg-type]
     assert digest.digest(part, HashAlgorithm.BLAKE3) == expected(data, HashAlgorithm.BLAKE3)  # type: ignore[arg-type]
     assert not digest._stale and not digest._ahead  # hashed as it came, nothing read back
+
+
+def test_pieces_beyond_a_gap_wait_in_memory_until_it_fills(tmp_path: Path) -> None:
+    """With room to hold them, runs after a loss are handed back unwritten, then hashed and
+    written in order with the repair: nothing is read back. Beyond the room they are
+    written at once (and read back later), as they are with no room at all."""
+    data = os.urandom(1 << 20)
+    part = DiskFile(tmp_path / "part")
+    todo = [(o, memoryview(c)) for o, c in pieces(data, 1428)]
+    gap, rest = todo[10], todo[:10] + todo[11:]
+    digest = RunningDigest(HashAlgorithm.BLAKE3, RangeSet())
+    written, kept = write_pieces(part, list(rest), digest, hold=len(data))  # type: ignore[arg-type]
+    assert written == [(0, gap[0])]
+    assert [o for o, _ in kept] == [o for o, _ in todo[11:]]
+    assert part.size() == gap[0]  # only the run before the gap is on disk
+    assert write_pieces(part, kept + [gap], digest, hold=len(data)) == (  # type: ignore[arg-type]
+        [(gap[0], len(data))], [])
+    assert not digest._ahead and not digest._stale
+    assert digest.digest(part, HashAlgorithm.BLAKE3) == expected(data, HashAlgorithm.BLAKE3)  # type: ignore[arg-type]
+
+    small = RunningDigest(HashAlgorithm.BLAKE3, RangeSet())
+    other = DiskFile(tmp_path / "other")
+    written, kept = write_pieces(other, list(rest), small, hold=100_000)  # type: ignore[arg-type]
+    assert kept == []  # one run of 1 MiB after the gap: more than the room, written now
+    assert written == [(0, gap[0]), (gap[0] + len(gap[1]), len(data))]
+    assert other.size() == len(data) and small._ahead
+    write_pieces(other, [gap], small)  # type: ignore[arg-type]
+    assert small.digest(other, HashAlgorithm.BLAKE3) == expected(data, HashAlgorithm.BLAKE3)  # type: ignore[arg-type]
