@@ -6,8 +6,9 @@ receiving server more than everything else it does per byte (docs/performance.md
 4 KiB-aligned middle of a write goes through a second descriptor opened with O_DIRECT, from
 an aligned staging buffer of the calling thread; the unaligned ends go through the ordinary
 descriptor. The kernel keeps the two coherent (a direct write flushes and drops cached pages
-of its range). Where the file system refuses O_DIRECT (tmpfs, some FUSE) every write goes
-through the ordinary descriptor.
+of its range). Where the second descriptor cannot be had (a file system without O_DIRECT,
+such as tmpfs before Linux 6.6 or some FUSE ones; no /proc) every write goes through the
+ordinary one.
 """
 
 from __future__ import annotations
@@ -126,9 +127,7 @@ class DirectWriter:
             try:
                 self._direct_fd = os.open(f"/proc/self/fd/{self._fd}",
                                           os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOENT):
-                    raise
+            except OSError:  # EINVAL: no O_DIRECT here; ENOENT: no /proc; or refused
                 self._usable = False
         return self._direct_fd is not None
 
