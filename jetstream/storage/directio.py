@@ -39,7 +39,8 @@ def _staging() -> mmap.mmap:
     return buffer
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset`` (pwrite may write less than it was given)."""
     while data:
         written = os.pwrite(fd, data, offset)
         data, offset = data[written:], offset + written
@@ -117,10 +118,10 @@ class DirectWriter:
             stop = high // ALIGN * ALIGN
             if stop - start >= ALIGN and self._open() and self._write_direct(
                     view[start:stop], base + start):
-                _pwrite_all(self._fd, view[low:start], base + low)
-                _pwrite_all(self._fd, view[stop:high], base + stop)
+                pwrite_all(self._fd, view[low:start], base + low)
+                pwrite_all(self._fd, view[stop:high], base + stop)
             else:
-                _pwrite_all(self._fd, view[low:high], base + low)
+                pwrite_all(self._fd, view[low:high], base + low)
 
     def _open(self) -> bool:
         if self._direct_fd is None and self._usable:
@@ -136,7 +137,7 @@ class DirectWriter:
         (the caller writes ``data`` through the ordinary descriptor)."""
         assert self._direct_fd is not None
         try:
-            _pwrite_all(self._direct_fd, data, offset)
+            pwrite_all(self._direct_fd, data, offset)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise

@@ -63,7 +63,7 @@ from jetstream.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from jetstream.storage.directio import DirectWriter
+from jetstream.storage.directio import DirectWriter, pwrite_all
 from jetstream.storage.paths import MAX_NAME_BYTES, RelPath, printable
 from jetstream.storage.sandbox import Location, SandboxRoot
 
@@ -738,11 +738,8 @@ class PartFile:
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         """Write all of `data` at `offset` (ENOSPC -> ResourceExhausted naming the file)."""
         self._check_open()
-        view = memoryview(data)
         with _errors_for(self.location):
-            while view:
-                written = os.pwrite(self.fd, view, offset)
-                view, offset = view[written:], offset + written
+            pwrite_all(self.fd, memoryview(data), offset)
 
     def write_uncached_at(self, buffers: Sequence[bytes | memoryview], offset: int,
                           seen: Callable[[memoryview], object]) -> None:

@@ -20,7 +20,6 @@ from jetstream.transfers.model import Overwrite
 
 DIR_MODE_MASK = 0o777
 READ_BACK_CHUNK = 4 << 20
-HASH_GROUP = 256 << 10
 UNCACHED_RUN = 128 << 10
 """Runs at least this long that are hashed as they are written bypass the page cache."""
 
@@ -104,8 +103,10 @@ class RunningDigest:
             return
         update = self._hasher.update
         if offset == self._position:
-            for group in _hash_groups(buffers):
-                update(group)
+            # One update: BLAKE3 runs its SIMD over many 1 KiB chunks at a time only when one
+            # update holds them (per datagram it costs six times the CPU). Such runs are
+            # short: longer ones in order go through `write_in_order`.
+            update(buffers[0] if len(buffers) == 1 else b"".join(buffers))
             self._position = end
             self._catch_up(part)
             return
@@ -141,28 +142,6 @@ class RunningDigest:
                 return
             self._hasher.update(chunk)
             self._position += len(chunk)
-
-
-def _hash_groups(buffers: list[bytes | memoryview]) -> Iterator[bytes | memoryview]:
-    """``buffers`` as fewer, larger updates of at most `HASH_GROUP` bytes: BLAKE3 runs its
-    SIMD over many 1 KiB chunks at a time only when one update holds them, so datagram-sized
-    updates cost it six times the CPU of joined ones (the copy is bounded and cheap)."""
-    group: list[bytes | memoryview] = []
-    size = 0
-    for data in buffers:
-        if len(data) >= HASH_GROUP:
-            if group:
-                yield b"".join(group)
-                group, size = [], 0
-            yield data
-            continue
-        group.append(data)
-        size += len(data)
-        if size >= HASH_GROUP:
-            yield b"".join(group)
-            group, size = [], 0
-    if group:
-        yield group[0] if len(group) == 1 else b"".join(group)
 
 
 def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],
