@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -44,10 +45,15 @@ SMALL_FILE = 256 << 10
 SMALL_BATCH = 128
 """Small files stored per visit to a worker thread and per flush of the file system (a
 syncfs writes back everything dirty on it: the fewer, the better)."""
-CHECKPOINT_BYTES = 64 << 20
-"""Large-file bytes received that bring the next checkpoint forward (see `_checkpoints`)."""
+CHECKPOINT_BYTES = 16 << 20
+"""Large-file bytes written that bring the next checkpoint forward (see `_checkpoints`).
+Their flow-control credit goes back once a checkpoint made them durable, so a receiver's
+crash re-sends at most one window (64 MiB); it must stay well below the window, with
+`HOLD_BYTES` and `FLUSH_BYTES`, or the sender would wait for a checkpoint that never comes."""
 FLUSH_BYTES = 1 << 20
 """New bytes of a large file that make the next write."""
+PUBLISH_EVERY = 0.5
+"""Seconds between two progress saves from checkpoints (each one a database commit)."""
 HOLD_BYTES = 16 << 20
 """Bytes of a large file kept in memory beyond a loss until it is repaired (about a round
 trip later), so that they are hashed and written in order instead of written, read back and
@@ -132,11 +138,12 @@ class ReceiveSession:
         """Files with an outcome (ids are sequential, so this stays a few ranges)."""
         self._checkpoint_due = asyncio.Event()
         self._unsynced = 0
-        """Large-file bytes written since the last checkpoint."""
+        """Large-file bytes written since the last checkpoint began: their credit is held."""
         self.finished = asyncio.get_running_loop().create_future()
         self.settled = asyncio.Event()
         """Set once every file the sender announced has an outcome (after its end record)."""
         self._bytes_done = 0
+        self._published_at = -math.inf
         self._counts = {"done": 0, "failed": 0, "skipped": 0}
         """Counters of this session: files retried now may have failed in an earlier one."""
         self._failures: list[tuple[str, Failure]] = []
@@ -162,7 +169,8 @@ class ReceiveSession:
         link.on_event = self._on_event
         self.incoming = replace(self.incoming, state=TransferState.RUNNING,
                                 source_address=address, last_receive_at=self._clock())
-        self._checkpointer = asyncio.create_task(self._checkpoints())
+        if self.incoming.options.checkpoint_interval > 0:  # else only at file ends
+            self._checkpointer = asyncio.create_task(self._checkpoints())
 
     def _on_event(self, event: Event) -> None:
         try:
@@ -442,11 +450,13 @@ class ReceiveSession:
         for start, stop in written:
             entry.written.add(start, stop)
         self._bytes_done += size
-        self._unsynced += size
-        if self._unsynced >= CHECKPOINT_BYTES:
-            self._checkpoint_due.set()
         self._metrics.bytes.labels("incoming").inc(size)
-        self._consumed(size)
+        if self._checkpointer is None:  # no periodic checkpoints: nothing to wait for
+            self._consumed(size)
+        else:
+            self._unsynced += size
+            if self._unsynced >= CHECKPOINT_BYTES:
+                self._checkpoint_due.set()
         entry.busy = False
         self._advance(entry)
 
@@ -555,38 +565,42 @@ class ReceiveSession:
     # --- checkpoints and the end -------------------------------------------------------------
 
     async def _checkpoints(self) -> None:
-        """Every interval, and sooner once `CHECKPOINT_BYTES` arrived since the last one: what
-        a crash can cost is then bounded in bytes too, however fast the link."""
+        """Every interval, and sooner once `CHECKPOINT_BYTES` were written since the last
+        one: their credit waits for it, so what a crash can cost is bounded in bytes too."""
         interval = self.incoming.options.checkpoint_interval
-        if interval <= 0:
-            return  # checkpoints only at file ends (and when the session ends)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._checkpoint_due.wait(), interval)
             self._checkpoint_due.clear()
-            self._unsynced = 0
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
-        """Sync every partly written large file and record what is safely on disk."""
+        """Sync every partly written large file and record what is safely on disk; then
+        the sender gets the credit for what was written before."""
         saved: list[FileCheckpoint] = []
-        for entry in list(self._files.values()):
-            part, header = entry.part, entry.header
-            if part is None or header is None or entry.finishing or not entry.written:
-                continue
-            # A flush may be writing meanwhile: what `written` says now was written before,
-            # so the sync makes at least that durable.
-            written = tuple(entry.written)
-            entry.synced.clear()
-            try:
+        syncing: list[_File] = []
+        credit, self._unsynced = self._unsynced, 0
+        try:
+            for entry in list(self._files.values()):
+                part, header = entry.part, entry.header
+                if part is None or header is None or entry.finishing or not entry.written:
+                    continue
+                # A flush may be writing meanwhile: what `written` says now was written
+                # before, so the sync makes at least that durable.
+                written = tuple(entry.written)
+                entry.synced.clear()  # until saved: a verify must not forget it first
+                syncing.append(entry)
                 await self._fs.run(self._principal, part.sync)
-            finally:
+                saved.append(FileCheckpoint(header.path, header.size_bytes,
+                                            header.modify_time_ns, part.temp_name, written))
+            if saved:  # the commit's own fsync stays off the event loop
+                await asyncio.to_thread(self._store.save_checkpoints, self.incoming.id, saved)
+        finally:
+            for entry in syncing:
                 entry.synced.set()
-            saved.append(FileCheckpoint(header.path, header.size_bytes, header.modify_time_ns,
-                                        part.temp_name, written))
-        if saved:
-            self._store.save_checkpoints(self.incoming.id, saved)
-        self._publish()
+            self._consumed(credit)
+        if self._clock() - self._published_at >= PUBLISH_EVERY:
+            self._publish()
 
     @property
     def progress(self) -> Progress:
@@ -598,6 +612,7 @@ class ReceiveSession:
             files_failed=self._counts["failed"], files_skipped=self._counts["skipped"])
 
     def _publish(self) -> None:
+        self._published_at = self._clock()
         if self._received_data:
             self._received_data = False
             self.incoming = replace(self.incoming, last_receive_at=self._clock())
