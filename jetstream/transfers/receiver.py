@@ -3,9 +3,10 @@
 Ordering is the data channel's: bytes of any stream arrive in any order, a file's bytes may
 come before its header. Nothing is written on the event-loop thread. Small files are kept
 in memory until whole and written, verified and renamed in one visit to a worker thread;
-large files are written in ~1 MiB batches to a temporary file, synced and recorded at each
-checkpoint, and verified by re-reading before the rename. Flow-control credit goes back to
-the sender only once bytes are written, which bounds the memory a session can hold.
+large files are written in ~1 MiB batches to a temporary file, hashed as they are written,
+synced and recorded at each checkpoint, and verified before the rename. Flow-control credit
+goes back to the sender only once bytes are written, and a large file's once a checkpoint
+made them durable: that bounds the memory a session holds and what a crash costs.
 """
 
 from __future__ import annotations
