@@ -452,7 +452,7 @@ class ReceiveSession:
             entry.written.add(start, stop)
         self._bytes_done += size
         self._metrics.bytes.labels("incoming").inc(size)
-        if self._checkpointer is None:  # no periodic checkpoints: nothing to wait for
+        if self._checkpointer is None or self._checkpointer.done():  # none to wait for
             self._consumed(size)
         else:
             self._unsynced += size
@@ -591,7 +591,12 @@ class ReceiveSession:
                 written = tuple(entry.written)
                 entry.synced.clear()  # until saved: a verify must not forget it first
                 syncing.append(entry)
-                await self._fs.run(self._principal, part.sync)
+                try:
+                    await self._fs.run(self._principal, part.sync)
+                except JetstreamError as exc:  # the file's next write or its verify fails it
+                    log.warning("incoming %s: checkpoint of %s: %s", self.incoming.id,
+                                printable(header.path), exc)
+                    continue
                 saved.append(FileCheckpoint(header.path, header.size_bytes,
                                             header.modify_time_ns, part.temp_name, written))
             if saved:  # the commit's own fsync stays off the event loop
