@@ -37,6 +37,7 @@ from multiprocessing.connection import Connection as Pipe
 
 from bench.nets import LinkNet, LoopNet
 from bench.profiles import parse_profile
+from jetstream import gcpolicy
 from jetstream.datachannel import (
     DataChannelConfig,
     RatePolicy,
@@ -110,6 +111,7 @@ Tickets = list[tuple[bytes, bytes]]
 def receiver_main(pipe: Pipe, place: Place, tickets: Tickets,
                   config: DataChannelConfig) -> None:
     place.enter()
+    gcpolicy.settle()  # as the servers do
     pipe.send(asyncio.run(_receive(pipe, place, [SessionTicket(*t) for t in tickets], config)))
 
 
@@ -182,6 +184,7 @@ def sender_main(pipe: Pipe, place: Place, tickets: Tickets,
                 config: DataChannelConfig, peers: list[tuple[str, int]], size: int,
                 trace: bool) -> None:
     place.enter()
+    gcpolicy.settle()
     pipe.send(asyncio.run(_send(place, [SessionTicket(*t) for t in tickets], config, peers,
                                 size, trace)))
 

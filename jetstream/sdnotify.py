@@ -15,6 +15,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from jetstream import gcpolicy
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -46,6 +48,7 @@ async def serve_until_signalled(start: Callable[[], Awaitable[T]],
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     running = await start()
+    gcpolicy.settle()
     notify(manager, "READY=1", f"STATUS={status(running)}")
     await stopping.wait()
     notify(manager, "STOPPING=1")
