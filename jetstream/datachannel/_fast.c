@@ -302,6 +302,8 @@ done:
     return list;
 }
 
+static PyObject *Aead_open_run(AeadObject *self, PyObject *const *args, Py_ssize_t nargs);
+
 static PyMethodDef Aead_methods[] = {
     {"seal", (PyCFunction)Aead_seal, METH_VARARGS,
      "seal(pn, aad, payload) -> ciphertext || tag"},
@@ -313,6 +315,9 @@ static PyMethodDef Aead_methods[] = {
      "open_short(pn, datagram) -> plaintext or None (13-byte header as AAD)"},
     {"seal_data_run", (PyCFunction)Aead_seal_data_run, METH_VARARGS,
      "seal_data_run(flags, dcid, first_pn, stream_id, offset, data, room, count) -> list"},
+    {"open_run", (PyCFunction)(void (*)(void))Aead_open_run, METH_FASTCALL,
+     "open_run(datagrams, index, flags, cid, received, floor, largest, peer)"
+     " -> (stop, largest, nbytes, entries)"},
     {NULL}};
 
 static PyObject *Aead_repr(PyObject *self) { return PyUnicode_FromString("Aead(<secret>)"); }
@@ -498,14 +503,18 @@ static PyObject *RangeSet_add_one(RangeSetObject *self, PyObject *arg) {
     return PyBool_FromLong(r > 0);
 }
 
+static int rs_contains(const RangeSetObject *s, int64_t v) {
+    Py_ssize_t i = bisect_right64(s->starts, s->n, v) - 1;
+    return i >= 0 && v < s->stops[i];
+}
+
 static int RangeSet_contains(RangeSetObject *self, PyObject *value) {
     if (!PyLong_Check(value)) return 0;
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
     if (overflow) return 0;
     if (v == -1 && PyErr_Occurred()) return -1;
-    Py_ssize_t i = bisect_right64(self->starts, self->n, v) - 1;
-    return i >= 0 && v < self->stops[i];
+    return rs_contains(self, v);
 }
 
 static PyObject *RangeSet_covers(RangeSetObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -650,6 +659,186 @@ static PyTypeObject RangeSetType = {
     .tp_repr = (reprfunc)RangeSet_repr,
     .tp_hash = PyObject_HashNotImplemented,
 };
+
+/* ---------------------------------------------------------------------------------------- */
+/* Receive runs: a batch of one connection's 1-RTT datagrams opened in one call              */
+/* ---------------------------------------------------------------------------------------- */
+
+#define PACKET_NUMBER_LIMIT (((int64_t)1) << 62)
+
+/* wire.decode_packet_number: expand a 32-bit packet number next to the largest received. */
+static int64_t decode_pn(uint32_t truncated, int64_t largest) {
+    int64_t expected = largest + 1;
+    int64_t candidate = (expected & ~(int64_t)0xFFFFFFFF) | (int64_t)truncated;
+    if (candidate <= expected - 0x80000000LL && candidate < PACKET_NUMBER_LIMIT - 0x100000000LL)
+        return candidate + 0x100000000LL;
+    if (candidate > expected + 0x80000000LL && candidate >= 0x100000000LL)
+        return candidate - 0x100000000LL;
+    return candidate;
+}
+
+typedef struct {
+    Py_buffer view;
+    int64_t pn;
+    PyObject *out;               /* plaintext after the first DATA_HEADER_LEN bytes, or all */
+    uint8_t head[DATA_HEADER_LEN]; /* the first plaintext bytes when `split` */
+    int split;
+} RunSlot;
+
+/* One run entry: (pn, stream_id, offset, data) for a packet that is exactly one DATA frame
+ * without FIN, else (pn, -1, 0, plaintext) for the caller to parse frame by frame. */
+static PyObject *run_entry(RunSlot *slot) {
+    const uint8_t *h = slot->head;
+    Py_ssize_t rest = PyBytes_GET_SIZE(slot->out);
+    if (slot->split) {
+        uint64_t offset = get_u64(h + 5), length = get_u16(h + 13);
+        if (h[0] == FRAME_DATA && (Py_ssize_t)length == rest
+            && offset <= MAX_STREAM_OFFSET - length)
+            return Py_BuildValue("(LIKO)", (long long)slot->pn, get_u32(h + 1),
+                                 (unsigned long long)offset, slot->out);
+        PyObject *whole = PyBytes_FromStringAndSize(NULL, DATA_HEADER_LEN + rest);
+        if (!whole) return NULL;
+        memcpy(PyBytes_AS_STRING(whole), h, DATA_HEADER_LEN);
+        memcpy(PyBytes_AS_STRING(whole) + DATA_HEADER_LEN, PyBytes_AS_STRING(slot->out), rest);
+        PyObject *entry = Py_BuildValue("(LiiN)", (long long)slot->pn, -1, 0, whole);
+        return entry;
+    }
+    return Py_BuildValue("(LiiO)", (long long)slot->pn, -1, 0, slot->out);
+}
+
+/* open_run(datagrams, index, flags, cid, received, floor, largest, peer)
+ *     -> (stop, largest, nbytes, entries)
+ *
+ * Opens datagrams[index:] while each is a (data, addr) pair from `peer` with a short header
+ * whose first byte is `flags` (so the current key phase) and whose connection id is `cid`,
+ * is neither a replay (below `floor`, or in `received`) nor forged. The packet numbers of the
+ * opened ones are added to `received`; `stop` is the index of the first datagram not opened
+ * (the caller's slow path decides what it is). The crypto runs without the GIL. */
+static PyObject *Aead_open_run(AeadObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "open_run(datagrams, index, flags, cid, received, floor, largest, peer)");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "open_run: datagrams must be a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    long flags = PyLong_AsLong(args[2]);
+    int64_t floor_pn, largest;
+    PyObject *cid = args[3], *peer = args[7];
+    RangeSetObject *received = (RangeSetObject *)args[4];
+    if ((index == -1 || flags == -1) && PyErr_Occurred()) { Py_DECREF(seq); return NULL; }
+    if (parse_i64(args[5], &floor_pn) || parse_i64(args[6], &largest)) { Py_DECREF(seq); return NULL; }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (!PyBytes_Check(cid) || PyBytes_GET_SIZE(cid) != CID_LEN
+        || !PyObject_TypeCheck(args[4], &RangeSetType) || index < 0 || index > n) {
+        PyErr_SetString(PyExc_ValueError, "open_run: bad cid, received set or index");
+        Py_DECREF(seq);
+        return NULL;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t cap = n - index, m = 0, opened = 0;
+    RunSlot *slots = PyMem_Calloc(cap ? cap : 1, sizeof(RunSlot));
+    PyObject *entries = NULL, *result = NULL;
+    if (!slots) { PyErr_NoMemory(); goto done; }
+    /* 1. headers (with the GIL): which datagrams belong to the run, and their numbers */
+    int64_t running = largest;
+    for (Py_ssize_t k = index; k < n; k++) {
+        PyObject *item = items[k];
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) break;
+        PyObject *addr = PyTuple_GET_ITEM(item, 1);
+        if (addr != peer) {
+            int same = PyObject_RichCompareBool(addr, peer, Py_EQ);
+            if (same < 0) PyErr_Clear();
+            if (same != 1) break;
+        }
+        RunSlot *slot = &slots[m];
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &slot->view, PyBUF_SIMPLE)) {
+            PyErr_Clear();
+            break;
+        }
+        const uint8_t *p = slot->view.buf;
+        Py_ssize_t len = slot->view.len;
+        int64_t pn = 0;
+        int ok = len >= SHORT_HEADER_LEN + TAG_LEN && p[0] == (uint8_t)flags
+                 && memcmp(p + 1, PyBytes_AS_STRING(cid), CID_LEN) == 0;
+        if (ok) {
+            pn = decode_pn(get_u32(p + 1 + CID_LEN), running);
+            if (pn <= running) {
+                ok = pn >= floor_pn && !rs_contains(received, pn);
+                for (Py_ssize_t j = 0; ok && j < m; j++) ok = slots[j].pn != pn;
+            }
+        }
+        Py_ssize_t body = len - SHORT_HEADER_LEN - TAG_LEN;
+        if (ok) {
+            slot->split = body >= DATA_HEADER_LEN;
+            slot->out = PyBytes_FromStringAndSize(NULL, slot->split ? body - DATA_HEADER_LEN : body);
+            ok = slot->out != NULL;
+        }
+        if (!ok) {
+            PyBuffer_Release(&slot->view);
+            if (PyErr_Occurred()) goto done;
+            break;
+        }
+        slot->pn = pn;
+        if (pn > running) running = pn;
+        m++;
+    }
+    /* 2. crypto (without the GIL): open in order, stopping at the first forgery */
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; opened < m; opened++) {
+        RunSlot *slot = &slots[opened];
+        const uint8_t *p = slot->view.buf;
+        const uint8_t *ct = p + SHORT_HEADER_LEN;
+        Py_ssize_t body = slot->view.len - SHORT_HEADER_LEN - TAG_LEN;
+        uint8_t nonce[NONCE_LEN], *out = (uint8_t *)PyBytes_AS_STRING(slot->out);
+        int k;
+        make_nonce(self, (uint64_t)slot->pn, nonce);
+        EVP_CIPHER_CTX *ctx = self->dec;
+        if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1
+            || EVP_DecryptUpdate(ctx, NULL, &k, p, SHORT_HEADER_LEN) != 1) { failed = 1; break; }
+        if (slot->split) {
+            if (EVP_DecryptUpdate(ctx, slot->head, &k, ct, DATA_HEADER_LEN) != 1) { failed = 1; break; }
+            ct += DATA_HEADER_LEN;
+            body -= DATA_HEADER_LEN;
+        }
+        if ((body && EVP_DecryptUpdate(ctx, out, &k, ct, (int)body) != 1)
+            || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)(ct + body)) != 1) {
+            failed = 1;
+            break;
+        }
+        if (EVP_DecryptFinal_ex(ctx, out + body, &k) != 1) break; /* not authentic */
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) { openssl_failed(); goto done; }
+    /* 3. results (with the GIL): record the authentic ones */
+    entries = PyList_New(opened);
+    if (!entries) goto done;
+    Py_ssize_t nbytes = 0;
+    for (Py_ssize_t i = 0; i < opened; i++) {
+        PyObject *entry = run_entry(&slots[i]);
+        if (!entry || rs_add(received, slots[i].pn, slots[i].pn + 1, NULL) < 0) {
+            Py_XDECREF(entry);
+            goto done;
+        }
+        PyList_SET_ITEM(entries, i, entry);
+        nbytes += slots[i].view.len;
+        if (slots[i].pn > largest) largest = slots[i].pn;
+    }
+    result = Py_BuildValue("(nLnO)", index + opened, (long long)largest, nbytes, entries);
+done:
+    if (slots) {
+        for (Py_ssize_t i = 0; i < m; i++) {
+            PyBuffer_Release(&slots[i].view);
+            Py_XDECREF(slots[i].out);
+        }
+        PyMem_Free(slots);
+    }
+    Py_XDECREF(entries);
+    Py_DECREF(seq);
+    return result;
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Frames                                                                                    */

@@ -22,7 +22,7 @@ class AckTracker:
         "received",
         "largest",
         "_largest_time",
-        "_floor",
+        "floor",
         "_unacked",
         "deadline",
         "_ack_every",
@@ -37,7 +37,7 @@ class AckTracker:
         self.received = RangeSet()
         self.largest = -1
         self._largest_time = 0.0
-        self._floor = 0
+        self.floor = 0
         """Packet numbers below this are no longer tracked and count as replays."""
         self._unacked = 0
         """Ack-eliciting packets received since our last ACK."""
@@ -51,19 +51,24 @@ class AckTracker:
         """Seen before, or too old to tell: drop it (checked before decryption, cheaply)."""
         if packet_number > self.largest:
             return False
-        return packet_number < self._floor or packet_number in self.received
+        return packet_number < self.floor or packet_number in self.received
 
     def on_packet(self, packet_number: int, ack_eliciting: bool, now: float) -> None:
         """Record an authentic packet (after `is_duplicate` returned False)."""
+        self.received.add_one(packet_number)
+        self.on_run(packet_number, 1 if ack_eliciting else 0, now)
+
+    def on_run(self, largest: int, ack_eliciting: int, now: float) -> None:
+        """Account for authentic packets already added to `received` (a receive run):
+        the largest of them and how many were ack-eliciting."""
         received = self.received
-        received.add_one(packet_number)
-        if len(received) > self._max_tracked:
-            self._floor = received.pop_first()[1]
-        if packet_number > self.largest:
-            self.largest = packet_number
+        while len(received) > self._max_tracked:
+            self.floor = received.pop_first()[1]
+        if largest > self.largest:
+            self.largest = largest
             self._largest_time = now
         if ack_eliciting:
-            self._unacked += 1
+            self._unacked += ack_eliciting
             if self.deadline is None:
                 self.deadline = now + self._max_ack_delay
 

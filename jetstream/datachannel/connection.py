@@ -3,7 +3,8 @@
 A `Connection` has three inputs and no I/O, clock or global randomness of its own (the model
 is aioquic's ``QuicConnection``):
 
-* datagrams, through `receive_datagram(data, addr, now)`;
+* datagrams, through `receive_datagram(data, addr, now)`, or a receive batch at a time
+  through `receive_run(datagrams, index, now)`;
 * a single timer: the driver calls `handle_timer(now)` when `get_timer()` is reached;
 * application calls: `connect`, `send_stream_data`, `resume_stream`, `data_consumed`,
   `close`.
@@ -25,7 +26,7 @@ import math
 import random
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from jetstream.datachannel import wire
 from jetstream.datachannel.acks import AckTracker
@@ -36,7 +37,7 @@ from jetstream.datachannel.congestion import (
     create_congestion_control,
 )
 from jetstream.datachannel.control import ControlFrames
-from jetstream.datachannel.crypto import PacketProtection, ReceiveKeys, SendKeys
+from jetstream.datachannel.crypto import PacketProtection, ReceiveKeys, RunEntry, SendKeys
 from jetstream.datachannel.events import (
     ConnectionTerminated,
     Event,
@@ -206,6 +207,30 @@ class Connection:
                 self._close(error.close_code, str(error))
             else:
                 self._counters.reject(Rejection.MALFORMED)
+
+    def receive_run(
+        self, datagrams: Sequence[tuple[bytes | memoryview, Address]], index: int, now: float
+    ) -> int:
+        """Process ``datagrams[index]`` and the datagrams after it that belong to this
+        connection's current run; return the index of the first one not processed.
+
+        Established data flows through here a batch at a time: the current key opens the
+        run in one call (`PacketProtection.open_run`) and the packets are accounted for
+        together. Whatever that call stops at (another connection's datagram, a replay, a
+        forgery, a key update, a new peer address) goes through `receive_datagram`.
+        """
+        keys = self._receive_keys
+        if self.state is _ESTABLISHED and keys is not None:
+            acks = self._acks
+            stop, largest, nbytes, entries = keys.current.open_run(
+                datagrams, index, _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0),
+                self._cid, acks.received, acks.floor, acks.largest, self.peer_address)
+            if entries:
+                self._apply_run(entries, largest, nbytes, now)
+                return stop
+        data, addr = datagrams[index]
+        self.receive_datagram(data, addr, now)
+        return index + 1
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Datagrams to send now, at most `config.max_batch` of them."""
@@ -386,7 +411,7 @@ class Connection:
             return
         header, pn, plaintext = opened
         self._acks.on_packet(pn, False, now)
-        self._on_authentic(len(data), now)
+        self._on_authentic(1, len(data), now)
         frame = self._hs.read(plaintext)
         if isinstance(frame, wire.CloseFrame):
             self._on_peer_close(frame)
@@ -495,11 +520,31 @@ class Connection:
                 return
         acks.on_packet(pn, self._process_frames(memoryview(plaintext), now), now)
 
-    def _on_authentic(self, size: int, now: float) -> None:
+    def _apply_run(self, entries: list[RunEntry], largest: int, nbytes: int,
+                   now: float) -> None:
+        self._on_authentic(len(entries), nbytes, now)
+        acks = self._acks
+        deliver = self._deliver
+        eliciting = 0
+        try:
+            for pn, stream_id, offset, data in entries:
+                if stream_id >= 0:  # one DATA frame, checked by open_run
+                    deliver(stream_id, offset, len(data), data, False)
+                    eliciting += 1
+                else:
+                    acks.on_packet(pn, self._process_frames(memoryview(data), now), now)
+                    if self.state is _CLOSED:
+                        break
+        except RemoteProtocolError as error:
+            if self.state is not _CLOSED:
+                self._close(error.close_code, str(error))
+        acks.on_run(largest, eliciting, now)
+
+    def _on_authentic(self, packets: int, size: int, now: float) -> None:
         self.authenticated = True
         self._last_received = now
         counters = self._counters
-        counters.packets_received += 1
+        counters.packets_received += packets
         counters.bytes_received += size
         if not self._validated:
             self._amp_received += size
@@ -574,10 +619,13 @@ class Connection:
         pos = start + length
         if pos > len(buf) or offset + length > wire.MAX_STREAM_OFFSET:
             raise wire.malformed("DATA frame")
-        data = buf[start:pos]
-        new, final_size = self._receive_streams.on_data(
-            stream_id, offset, length, frame_type == _DATA_FIN_TYPE
-        )
+        self._deliver(stream_id, offset, length, buf[start:pos], frame_type == _DATA_FIN_TYPE)
+        return pos
+
+    def _deliver(self, stream_id: int, offset: int, length: int, data: bytes | memoryview,
+                 fin: bool) -> None:
+        """Report the new bytes of a DATA frame, and the stream's end if it is complete."""
+        new, final_size = self._receive_streams.on_data(stream_id, offset, length, fin)
         events = self._events
         window = self._window
         for start, stop in new:
@@ -590,7 +638,6 @@ class Connection:
             events.append(StreamDataReceived(stream_id, start, piece))
         if final_size is not None:
             events.append(StreamEnded(stream_id, final_size))
-        return pos
 
     def _handle_ack(self, buf: memoryview, pos: int, now: float) -> int:
         frame, pos = wire.pull_ack_frame(buf, pos)

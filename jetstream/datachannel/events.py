@@ -26,8 +26,8 @@ class StreamDataReceived(NamedTuple):
 
     stream_id: int
     offset: int
-    data: memoryview
-    """Read-only view of an immutable buffer; it stays valid after the event is dropped."""
+    data: bytes | memoryview
+    """Immutable bytes, or a read-only view of them; valid after the event is dropped."""
 
 
 @dataclass(frozen=True, slots=True)

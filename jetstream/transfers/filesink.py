@@ -144,9 +144,9 @@ class RunningDigest:
             self._position += len(chunk)
 
 
-def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],
+def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, bytes | memoryview]],
                  digest: RunningDigest, hold: int = 0
-                 ) -> tuple[list[tuple[int, int]], list[tuple[int, memoryview]]]:
+                 ) -> tuple[list[tuple[int, int]], list[tuple[int, bytes | memoryview]]]:
     """Write received pieces, one system call per run of adjacent ones, and hash them:
     returns the byte ranges written and the pieces kept back.
 
@@ -155,7 +155,7 @@ def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],
     hashed and written in one pass, where written now they would be read back to hash."""
     pieces.sort(key=lambda piece: piece[0])
     written: list[tuple[int, int]] = []
-    kept: list[tuple[int, memoryview]] = []
+    kept: list[tuple[int, bytes | memoryview]] = []
     room = hold
     for start, run in _runs(pieces):
         buffers = [data for _offset, data in run]
@@ -169,10 +169,10 @@ def write_pieces(part: userfs.PartFile, pieces: list[tuple[int, memoryview]],
     return written, kept
 
 
-def _runs(pieces: list[tuple[int, memoryview]]
-          ) -> Iterator[tuple[int, list[tuple[int, memoryview]]]]:
+def _runs(pieces: list[tuple[int, bytes | memoryview]]
+          ) -> Iterator[tuple[int, list[tuple[int, bytes | memoryview]]]]:
     """Sorted pieces as runs of adjacent ones: (start, its pieces)."""
-    run: list[tuple[int, memoryview]] = []
+    run: list[tuple[int, bytes | memoryview]] = []
     end = -1
     for piece in pieces:
         if piece[0] != end and run:

@@ -68,7 +68,7 @@ class _File:
     target: Target | None = None
     part: userfs.PartFile | None = None
     digest: filesink.RunningDigest | None = None
-    pieces: list[tuple[int, memoryview]] = field(default_factory=list)
+    pieces: list[tuple[int, bytes | memoryview]] = field(default_factory=list)
     pending_bytes: int = 0
     held_back: int = 0
     """Bytes of `pieces` the last write kept back beyond a gap (see `HOLD_BYTES`)."""
@@ -234,7 +234,7 @@ class ReceiveSession:
             entry = self._files[file_id] = _File(file_id)
         return entry
 
-    def _on_data(self, file_id: int, offset: int, data: memoryview) -> None:
+    def _on_data(self, file_id: int, offset: int, data: bytes | memoryview) -> None:
         entry = self._file(file_id)
         if entry is None or entry.done or entry.skipped:
             self._consumed(len(data))

@@ -343,15 +343,19 @@ class DataEndpoint:
                  now: float) -> None:
         touched: dict[int, DataLink] = {}
         by_cid = self._by_cid
-        for data, addr in datagrams:
+        index = 0
+        count = len(datagrams)
+        while index < count:
+            data, addr = datagrams[index]
             if len(data) >= _MIN_SHORT and not data[0] & wire.FLAG_LONG:
                 link = by_cid.get(bytes(data[1:_CID_END]))  # a short header: route by cid
             else:
                 link = self._route(data, addr)
             if link is None or link.connection.is_closed:  # closed: forgotten at its pump
                 self.rejected += 1
+                index += 1
                 continue
-            link.connection.receive_datagram(data, addr, now)
+            index = link.connection.receive_run(datagrams, index, now)
             touched[id(link)] = link
         for link in touched.values():
             link.pump()

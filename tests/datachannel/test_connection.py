@@ -197,6 +197,45 @@ def authentic(conn: Connection, payload: bytes) -> bytes:
     return header + keys.protection.seal(pn, header, payload)
 
 
+def receive(conn: Connection, datagrams: list[bytes], now: float, one_by_one: bool) -> None:
+    """From the client, through `receive_datagram` one by one or as one receive batch."""
+    if one_by_one:
+        for datagram in datagrams:
+            conn.receive_datagram(datagram, CLIENT, now)
+    else:
+        deliver([(datagram, SERVER) for datagram in datagrams], conn, CLIENT, now)
+
+
+def test_a_receive_batch_takes_what_is_genuine_and_counts_the_rest() -> None:
+    """A batch with a forgery, a replay, a key update and another connection's datagram in
+    it: the run stops at each, the slow path counts or applies it, the run goes on."""
+    pair, now = established_pair()
+    drain_events(pair.server)
+    other, _ = established_pair(seed=7)
+    data = [wire.encode_data_frame_header(1, i * 10, 10, i == 5) + bytes([i]) * 10
+            for i in range(6)]
+    first = authentic(pair.client, data[0])
+    forged = bytearray(authentic(pair.client, b"\x01"))
+    forged[-1] ^= 1
+    pair.client._send_keys.update(pair.client._next_pn)  # noqa: SLF001 - the peer's key update
+    batch = [first, authentic(pair.client, data[1]), bytes(forged), first,
+             authentic(other.client, data[2]), authentic(pair.client, data[2]),
+             authentic(pair.client, data[3] + wire.PING_FRAME),
+             authentic(pair.client, data[4]), authentic(pair.client, data[5])]
+    before = pair.server.statistics()
+    receive(pair.server, batch, now, one_by_one=False)
+    events = drain_events(pair.server)
+    got = {e.offset: bytes(e.data) for e in events if isinstance(e, StreamDataReceived)}
+    assert got == {i * 10: bytes([i]) * 10 for i in range(6)}
+    assert [e.final_size for e in events if isinstance(e, StreamEnded)] == [60]
+    stats = pair.server.statistics()
+    assert stats.rejected_auth - before.rejected_auth == 1
+    assert stats.rejected_replay - before.rejected_replay == 1
+    assert stats.rejected_malformed - before.rejected_malformed == 1  # the other's cid
+    assert stats.packets_received - before.packets_received == 6
+    assert not pair.server.is_closed
+
+
 @pytest.mark.parametrize(
     ("payload", "code"),
     [
@@ -222,10 +261,12 @@ def authentic(conn: Connection, payload: bytes) -> bytes:
         ),
     ],
 )
-def test_authentic_violations_close_with_an_error(payload: bytes, code: int) -> None:
+@pytest.mark.parametrize("one_by_one", [True, False])
+def test_authentic_violations_close_with_an_error(payload: bytes, code: int,
+                                                  one_by_one: bool) -> None:
     pair, now = established_pair()
     drain_events(pair.server)
-    pair.server.receive_datagram(authentic(pair.client, payload), CLIENT, now)
+    receive(pair.server, [authentic(pair.client, payload)], now, one_by_one)
     terminated = [e for e in drain_events(pair.server) if isinstance(e, ConnectionTerminated)]
     assert len(terminated) == 1
     assert terminated[0].error_code == code and not terminated[0].by_peer
@@ -236,14 +277,15 @@ def test_authentic_violations_close_with_an_error(payload: bytes, code: int) -> 
     )
 
 
-def test_flow_control_violation_closes() -> None:
+@pytest.mark.parametrize("one_by_one", [True, False])
+def test_flow_control_violation_closes(one_by_one: bool) -> None:
     pair = make_pair(server_config=DataChannelConfig(flow_control_window=10))
     pair.client.connect(SERVER, 0.0)
     deliver(pair.client.datagrams_to_send(0.0), pair.server, CLIENT, 0.01)
     deliver(pair.server.datagrams_to_send(0.01), pair.client, SERVER, 0.02)
     drain_events(pair.server)
     payload = wire.encode_data_frame_header(1, 0, 20, False) + bytes(20)
-    pair.server.receive_datagram(authentic(pair.client, payload), CLIENT, 0.03)
+    receive(pair.server, [authentic(pair.client, payload)], 0.03, one_by_one)
     assert any(
         isinstance(e, ConnectionTerminated) and e.error_code == ErrorCode.FLOW_CONTROL_ERROR
         for e in drain_events(pair.server)

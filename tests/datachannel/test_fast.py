@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import random
 import socket
+import struct
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jetstream.config import datapath_choice
@@ -116,6 +117,95 @@ def test_seal_data_run_gives_the_bytes_of_the_reference(count, room, offset, fir
         assert bytes(piece) == bytes(data[i * room:(i + 1) * room])
     with pytest.raises(ValueError):
         compiled.seal_data_run(flags, b"D" * 8, first_pn, 77, offset, data, room, count + 1)
+
+
+# --- receive runs ------------------------------------------------------------------------
+
+PEER = ("10.0.0.1", 4000)
+CID = b"R" * 8
+kinds = st.lists(st.sampled_from(["data", "data", "data", "fin", "ping", "tiny", "replay",
+                                  "forged", "other_cid", "other_peer", "key_phase", "late",
+                                  "memoryview", "truncated", "data_ping"]), min_size=1, max_size=40)
+
+
+def _run_datagrams(sealer: crypto.PacketProtection, plan: list[str]) -> list[tuple[object, object]]:
+    """Datagrams of every kind a receive run must take or stop at, in the order of `plan`."""
+    rng = random.Random(len(plan))
+    out: list[tuple[object, object]] = []
+    pn = 10
+    for kind in plan:
+        pn += 1
+        number = pn - 5 if kind == "late" else pn
+        flags = 0x44 if kind == "key_phase" else 0x40
+        header = bytes([flags]) + (b"X" * 8 if kind == "other_cid" else CID) + (
+            number & 0xFFFFFFFF).to_bytes(4, "big")
+        data = rng.randbytes(rng.randrange(0, 60))
+        if kind == "ping":
+            payload = wire.PING_FRAME
+        elif kind == "tiny":
+            payload = wire.PING_FRAME * 3  # shorter than a DATA frame's header
+        else:
+            payload = struct.pack(">BIQH", 0x09 if kind == "fin" else 0x08, 5, number * 64,
+                                  len(data)) + data
+            if kind == "data_ping":
+                payload += wire.PING_FRAME
+        datagram = sealer.seal_packet(number, header, payload)
+        if kind == "forged":
+            datagram = datagram[:-1] + bytes([datagram[-1] ^ 1])
+        elif kind == "truncated":
+            datagram = datagram[:20]
+        elif kind == "memoryview":
+            datagram = memoryview(b"?" + datagram)[1:]
+        if kind == "replay" and out:
+            out.append(out[rng.randrange(len(out))])
+            continue
+        out.append((datagram, ("10.0.0.9", 4000) if kind == "other_peer" else PEER))
+    return out
+
+
+@needs_fast
+@given(plan=kinds, floor=st.integers(0, 14))
+@example(plan=["data", "data", "late", "data", "replay", "data"], floor=10)
+@example(plan=["data", "fin", "ping", "tiny", "data_ping", "memoryview", "key_phase", "data"],
+         floor=0)
+@settings(max_examples=150, deadline=None)
+def test_open_run_takes_and_stops_where_the_reference_does(plan: list[str], floor: int) -> None:
+    secret = bytes(range(32))
+    compiled = crypto.PacketProtection("AES-128-GCM", secret)
+    python = crypto.PacketProtection("AES-128-GCM", secret)
+    datagrams = _run_datagrams(compiled, plan)
+    sides = [(compiled.open_run, _fast.RangeSet([(0, 2)])),
+             (python._open_run, PyRangeSet([(0, 2)]))]
+    index, largest = 0, 1
+    while index < len(datagrams):
+        results = [run(datagrams, index, 0x40, CID, received, floor, largest, PEER)
+                   for run, received in sides]
+        assert results[0] == results[1]
+        assert list(sides[0][1]) == list(sides[1][1])
+        stop, largest, nbytes, entries = results[0]
+        assert stop == index + len(entries)
+        assert nbytes == sum(len(d) for d, _ in datagrams[index:stop])
+        for pn, stream_id, offset, data in entries:
+            if stream_id >= 0:
+                assert (stream_id, offset) == (5, pn * 64)
+            else:  # anything but exactly one DATA frame without FIN is left to the caller
+                assert data[0] != 0x08 or struct.unpack_from(">H", data, 13)[0] != len(data) - 15
+        index = stop + 1  # the one it stopped at goes to the slow path
+
+
+@needs_fast
+def test_open_run_refuses_bad_arguments() -> None:
+    open_run = _fast.Aead(bytes(16), bytes(12)).open_run
+    with pytest.raises(ValueError, match="open_run"):
+        open_run([], 0, 0x40, b"short", _fast.RangeSet(), 0, -1, PEER)
+    with pytest.raises(ValueError, match="open_run"):
+        open_run([], 0, 0x40, CID, PyRangeSet(), 0, -1, PEER)
+    with pytest.raises(ValueError, match="open_run"):
+        open_run([], 1, 0x40, CID, _fast.RangeSet(), 0, -1, PEER)
+    with pytest.raises(TypeError):
+        open_run([], 0, 0x40, CID, _fast.RangeSet(), 0)
+    assert open_run([], 0, 0x40, CID, _fast.RangeSet(), 0, -1, PEER) == (0, -1, 0, [])
+    assert open_run([(b"x", PEER), 7], 0, 0x40, CID, _fast.RangeSet(), 0, -1, PEER)[0] == 0
 
 
 # --- ranges and ACK frames -----------------------------------------------------------------
