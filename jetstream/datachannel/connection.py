@@ -27,6 +27,7 @@ import random
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 
 from jetstream.datachannel import wire
 from jetstream.datachannel.acks import AckTracker
@@ -649,10 +650,8 @@ class Connection:
         outcome = recovery.on_ack(frame, now)
         events = self._events
         streams = self._send_streams
-        for packet in outcome.acked:
-            if packet.chunks:
-                for stream_id in streams.on_acked(packet.chunks):
-                    events.append(StreamAcknowledged(stream_id))
+        for stream_id in streams.on_acked(outcome.acked):
+            events.append(StreamAcknowledged(stream_id))
         self._on_lost(outcome.lost)
         cc = self._cc
         if cc is not None:
@@ -769,17 +768,13 @@ class Connection:
                     flags, peer_cid, pn, stream_id, offset, data, full_room, count
                 )
                 self._next_pn = pn + count
-                tag = cc.send_tag
-                taken = 0
-                for datagram in datagrams:
-                    out.append((datagram, addr))
-                    on_packet_sent(
-                        SentPacket(pn, now, mds, [(stream_id, offset + taken,
-                                                   data[taken : taken + full_room], False)],
-                                   0, tag)
-                    )
-                    pn += 1
-                    taken += full_room
+                out.extend(zip(datagrams, repeat(addr)))
+                taken = count * full_room
+                recovery.on_burst_sent(
+                    pn, now, mds,
+                    [(stream_id, offset + start, data[start : start + full_room], False)
+                     for start in range(0, taken, full_room)],
+                    cc.send_tag)
                 size = count * mds
                 counters.packets_sent += count
                 counters.bytes_sent += size

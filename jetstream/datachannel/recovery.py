@@ -55,6 +55,10 @@ class SentPacket:
         chunks: list[StreamChunk],
         control: int,
         tag: int,
+        delivered: int = 0,
+        delivered_time: float = 0.0,
+        first_sent_time: float = 0.0,
+        app_limited: bool = False,
     ) -> None:
         self.packet_number = packet_number
         self.sent_time = sent_time
@@ -62,10 +66,10 @@ class SentPacket:
         self.chunks = chunks
         self.control = control
         """`control.CONTROL_*` bits: the control frames to rebuild if this packet is lost."""
-        self.delivered = 0
-        self.delivered_time = 0.0
-        self.first_sent_time = 0.0
-        self.app_limited = False
+        self.delivered = delivered
+        self.delivered_time = delivered_time
+        self.first_sent_time = first_sent_time
+        self.app_limited = app_limited
         self.tag = tag
         """The controller's `send_tag` when the packet left."""
 
@@ -150,6 +154,23 @@ class Recovery:
         packet.app_limited = self.app_limited_until > 0
         self.sent[packet.packet_number] = packet
         self.bytes_in_flight += packet.size
+        self.last_ack_eliciting_time = now
+
+    def on_burst_sent(self, first_pn: int, now: float, size: int,
+                      chunks: list[StreamChunk], tag: int) -> None:
+        """Packets ``first_pn`` onwards, sent together, of ``size`` bytes and one chunk each:
+        `on_packet_sent` for each, with the delivery state (the same for all) read once."""
+        if not self.bytes_in_flight:
+            self._first_sent_time = self._delivered_time = now
+        delivered, delivered_time = self.delivered, self._delivered_time
+        first_sent_time, app_limited = self._first_sent_time, self.app_limited_until > 0
+        sent = self.sent
+        pn = first_pn
+        for chunk in chunks:
+            sent[pn] = SentPacket(pn, now, size, [chunk], 0, tag, delivered, delivered_time,
+                                  first_sent_time, app_limited)
+            pn += 1
+        self.bytes_in_flight += size * len(chunks)
         self.last_ack_eliciting_time = now
 
     def on_ack(self, ack: AckFrame, now: float) -> AckOutcome:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 
 from jetstream.datachannel.rangeset import RangeSet
-from jetstream.datachannel.recovery import StreamChunk
+from jetstream.datachannel.recovery import SentPacket, StreamChunk
 from jetstream.datachannel.wire import DATA_FRAME_OVERHEAD, MAX_STREAM_OFFSET, ErrorCode
 from jetstream.errors import LocalProtocolError, RemoteProtocolError
 
@@ -101,21 +101,25 @@ class SendStreams:
                 new_bytes += length
         return chunks, new_bytes
 
-    def on_acked(self, chunks: list[StreamChunk]) -> list[int]:
-        """Account acknowledged chunks; return the streams now completely acknowledged."""
+    def on_acked(self, packets: list[SentPacket]) -> list[int]:
+        """Account the chunks of acknowledged packets; return the streams now completely
+        acknowledged."""
         done: list[int] = []
         streams = self._streams
-        for stream_id, _, data, fin in chunks:
-            stream = streams[stream_id]
-            length = len(data)
-            stream.unacked -= length
-            self.held -= length
-            if fin:
-                stream.end_acked = True
-            if stream.end_acked and not stream.unacked:
-                del streams[stream_id]
-                self._acknowledged.add_one(stream_id)
-                done.append(stream_id)
+        held = 0
+        for packet in packets:
+            for stream_id, _, data, fin in packet.chunks:
+                stream = streams[stream_id]
+                length = len(data)
+                stream.unacked -= length
+                held += length
+                if fin:
+                    stream.end_acked = True
+                if stream.end_acked and not stream.unacked:
+                    del streams[stream_id]
+                    self._acknowledged.add_one(stream_id)
+                    done.append(stream_id)
+        self.held -= held
         return done
 
     def has_data(self) -> bool:

@@ -125,3 +125,23 @@ def test_pacer_releases_quantum_sized_bursts() -> None:
         pacer.on_sent(1000)
         sent += 1
     assert sent == 31
+
+
+@pytest.mark.parametrize("in_flight_before", [False, True])
+def test_a_burst_is_recorded_as_its_packets_one_by_one(in_flight_before: bool) -> None:
+    chunks = [(1, i * 1400, memoryview(bytes(1400)), False) for i in range(5)]
+    one_by_one, burst = new_recovery(), new_recovery()
+    for recovery in (one_by_one, burst):
+        if in_flight_before:
+            send(recovery, 0, 3, start=0.0)
+            recovery.on_ack(ack((0, 2)), now=0.1)  # delivered and its times are set
+            recovery.app_limited_until = 10**6
+    for i, chunk in enumerate(chunks):
+        one_by_one.on_packet_sent(SentPacket(3 + i, 0.2, 1472, [chunk], 0, 7))
+    burst.on_burst_sent(3, 0.2, 1472, chunks, 7)
+    fields = SentPacket.__slots__
+    assert [[getattr(p, f) for f in fields] for p in burst.sent.values()] == [
+        [getattr(p, f) for f in fields] for p in one_by_one.sent.values()]
+    assert (burst.bytes_in_flight, burst.last_ack_eliciting_time) == (
+        one_by_one.bytes_in_flight, one_by_one.last_ack_eliciting_time)
+    assert burst._first_sent_time == one_by_one._first_sent_time  # noqa: SLF001
