@@ -680,30 +680,75 @@ static int64_t decode_pn(uint32_t truncated, int64_t largest) {
 typedef struct {
     Py_buffer view;
     int64_t pn;
-    PyObject *out;               /* plaintext after the first DATA_HEADER_LEN bytes, or all */
-    uint8_t head[DATA_HEADER_LEN]; /* the first plaintext bytes when `split` */
-    int split;
+    PyObject *own;                 /* the whole plaintext when it is shorter than a DATA header */
+    Py_ssize_t at;                 /* else: where the rest of its plaintext is in the run buffer */
+    uint8_t head[DATA_HEADER_LEN]; /* and its first plaintext bytes */
 } RunSlot;
 
-/* One run entry: (pn, stream_id, offset, data) for a packet that is exactly one DATA frame
- * without FIN, else (pn, -1, 0, plaintext) for the caller to parse frame by frame. */
-static PyObject *run_entry(RunSlot *slot) {
+static Py_ssize_t slot_body(const RunSlot *slot) {
+    return slot->view.len - SHORT_HEADER_LEN - TAG_LEN;
+}
+
+/* The packet is exactly one DATA frame without FIN: its data is the rest of the plaintext. */
+static int slot_is_data(const RunSlot *slot) {
+    if (slot->own) return 0;
     const uint8_t *h = slot->head;
-    Py_ssize_t rest = PyBytes_GET_SIZE(slot->out);
-    if (slot->split) {
-        uint64_t offset = get_u64(h + 5), length = get_u16(h + 13);
-        if (h[0] == FRAME_DATA && (Py_ssize_t)length == rest
-            && offset <= MAX_STREAM_OFFSET - length)
-            return Py_BuildValue("(LIKO)", (long long)slot->pn, get_u32(h + 1),
-                                 (unsigned long long)offset, slot->out);
-        PyObject *whole = PyBytes_FromStringAndSize(NULL, DATA_HEADER_LEN + rest);
-        if (!whole) return NULL;
-        memcpy(PyBytes_AS_STRING(whole), h, DATA_HEADER_LEN);
-        memcpy(PyBytes_AS_STRING(whole) + DATA_HEADER_LEN, PyBytes_AS_STRING(slot->out), rest);
-        PyObject *entry = Py_BuildValue("(LiiN)", (long long)slot->pn, -1, 0, whole);
-        return entry;
+    uint64_t offset = get_u64(h + 5), length = get_u16(h + 13);
+    return h[0] == FRAME_DATA && (Py_ssize_t)length == slot_body(slot) - DATA_HEADER_LEN
+           && offset <= MAX_STREAM_OFFSET - length;
+}
+
+/* bytes [a, b) of the run buffer: itself when whole, else a read-only memoryview slice. */
+static PyObject *run_slice(PyObject *buffer, PyObject **view, Py_ssize_t a, Py_ssize_t b) {
+    if (a == 0 && b == PyBytes_GET_SIZE(buffer)) return Py_NewRef(buffer);
+    if (!*view && !(*view = PyMemoryView_FromObject(buffer))) return NULL;
+    return PySequence_GetSlice(*view, a, b);
+}
+
+/* The whole plaintext of a packet that is not one plain DATA frame (rare: copied). */
+static PyObject *slot_plaintext(const RunSlot *slot, PyObject *buffer) {
+    if (slot->own) return Py_NewRef(slot->own);
+    Py_ssize_t rest = slot_body(slot) - DATA_HEADER_LEN;
+    PyObject *whole = PyBytes_FromStringAndSize(NULL, DATA_HEADER_LEN + rest);
+    if (!whole) return NULL;
+    memcpy(PyBytes_AS_STRING(whole), slot->head, DATA_HEADER_LEN);
+    memcpy(PyBytes_AS_STRING(whole) + DATA_HEADER_LEN, PyBytes_AS_STRING(buffer) + slot->at, rest);
+    return whole;
+}
+
+/* Entries of the opened slots: consecutive DATA packets that continue each other in one
+ * stream become one entry (pn of the last, stream, offset, their data in one buffer). */
+static int run_entries(RunSlot *slots, Py_ssize_t opened, PyObject *buffer, PyObject *entries) {
+    PyObject *view = NULL, *entry = NULL;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < opened && !failed;) {
+        RunSlot *first = &slots[i];
+        if (slot_is_data(first)) {
+            uint32_t stream = get_u32(first->head + 1);
+            uint64_t offset = get_u64(first->head + 5);
+            uint64_t end = offset + get_u16(first->head + 13);
+            Py_ssize_t j = i + 1;
+            while (j < opened && slot_is_data(&slots[j]) && get_u32(slots[j].head + 1) == stream
+                   && get_u64(slots[j].head + 5) == end) {
+                end += get_u16(slots[j].head + 13);
+                j++;
+            }
+            PyObject *data = run_slice(buffer, &view, first->at,
+                                       first->at + (Py_ssize_t)(end - offset));
+            entry = data ? Py_BuildValue("(LIKN)", (long long)slots[j - 1].pn, stream,
+                                         (unsigned long long)offset, data) : NULL;
+            i = j;
+        } else {
+            PyObject *plaintext = slot_plaintext(first, buffer);
+            entry = plaintext ? Py_BuildValue("(LiiN)", (long long)first->pn, -1, 0, plaintext)
+                              : NULL;
+            i++;
+        }
+        failed = !entry || PyList_Append(entries, entry) < 0;
+        Py_XDECREF(entry);
     }
-    return Py_BuildValue("(LiiO)", (long long)slot->pn, -1, 0, slot->out);
+    Py_XDECREF(view);
+    return failed ? -1 : 0;
 }
 
 /* open_run(datagrams, index, flags, cid, received, floor, largest, peer)
@@ -713,7 +758,8 @@ static PyObject *run_entry(RunSlot *slot) {
  * whose first byte is `flags` (so the current key phase) and whose connection id is `cid`,
  * is neither a replay (below `floor`, or in `received`) nor forged. The packet numbers of the
  * opened ones are added to `received`; `stop` is the index of the first datagram not opened
- * (the caller's slow path decides what it is). The crypto runs without the GIL. */
+ * (the caller's slow path decides what it is). The data of every packet is decrypted into one
+ * buffer, in order, and the crypto runs without the GIL. */
 static PyObject *Aead_open_run(AeadObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
@@ -737,9 +783,9 @@ static PyObject *Aead_open_run(AeadObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     PyObject **items = PySequence_Fast_ITEMS(seq);
-    Py_ssize_t cap = n - index, m = 0, opened = 0;
+    Py_ssize_t cap = n - index, m = 0, opened = 0, total = 0;
     RunSlot *slots = PyMem_Calloc(cap ? cap : 1, sizeof(RunSlot));
-    PyObject *entries = NULL, *result = NULL;
+    PyObject *entries = NULL, *result = NULL, *buffer = NULL;
     if (!slots) { PyErr_NoMemory(); goto done; }
     /* 1. headers (with the GIL): which datagrams belong to the run, and their numbers */
     int64_t running = largest;
@@ -758,9 +804,8 @@ static PyObject *Aead_open_run(AeadObject *self, PyObject *const *args, Py_ssize
             break;
         }
         const uint8_t *p = slot->view.buf;
-        Py_ssize_t len = slot->view.len;
         int64_t pn = 0;
-        int ok = len >= SHORT_HEADER_LEN + TAG_LEN && p[0] == (uint8_t)flags
+        int ok = slot->view.len >= SHORT_HEADER_LEN + TAG_LEN && p[0] == (uint8_t)flags
                  && memcmp(p + 1, PyBytes_AS_STRING(cid), CID_LEN) == 0;
         if (ok) {
             pn = decode_pn(get_u32(p + 1 + CID_LEN), running);
@@ -769,39 +814,47 @@ static PyObject *Aead_open_run(AeadObject *self, PyObject *const *args, Py_ssize
                 for (Py_ssize_t j = 0; ok && j < m; j++) ok = slots[j].pn != pn;
             }
         }
-        Py_ssize_t body = len - SHORT_HEADER_LEN - TAG_LEN;
-        if (ok) {
-            slot->split = body >= DATA_HEADER_LEN;
-            slot->out = PyBytes_FromStringAndSize(NULL, slot->split ? body - DATA_HEADER_LEN : body);
-            ok = slot->out != NULL;
+        if (ok && slot_body(slot) < DATA_HEADER_LEN) {
+            slot->own = PyBytes_FromStringAndSize(NULL, slot_body(slot));
+            ok = slot->own != NULL;
         }
         if (!ok) {
             PyBuffer_Release(&slot->view);
             if (PyErr_Occurred()) goto done;
             break;
         }
+        if (!slot->own) {
+            slot->at = total;
+            total += slot_body(slot) - DATA_HEADER_LEN;
+        }
         slot->pn = pn;
         if (pn > running) running = pn;
         m++;
     }
+    buffer = PyBytes_FromStringAndSize(NULL, total);
+    if (!buffer) goto done;
     /* 2. crypto (without the GIL): open in order, stopping at the first forgery */
     int failed = 0;
+    uint8_t *data = (uint8_t *)PyBytes_AS_STRING(buffer);
     Py_BEGIN_ALLOW_THREADS
     for (; opened < m; opened++) {
         RunSlot *slot = &slots[opened];
         const uint8_t *p = slot->view.buf;
         const uint8_t *ct = p + SHORT_HEADER_LEN;
-        Py_ssize_t body = slot->view.len - SHORT_HEADER_LEN - TAG_LEN;
-        uint8_t nonce[NONCE_LEN], *out = (uint8_t *)PyBytes_AS_STRING(slot->out);
+        Py_ssize_t body = slot_body(slot);
+        uint8_t nonce[NONCE_LEN], *out;
         int k;
         make_nonce(self, (uint64_t)slot->pn, nonce);
         EVP_CIPHER_CTX *ctx = self->dec;
         if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1
             || EVP_DecryptUpdate(ctx, NULL, &k, p, SHORT_HEADER_LEN) != 1) { failed = 1; break; }
-        if (slot->split) {
+        if (slot->own) {
+            out = (uint8_t *)PyBytes_AS_STRING(slot->own);
+        } else {
             if (EVP_DecryptUpdate(ctx, slot->head, &k, ct, DATA_HEADER_LEN) != 1) { failed = 1; break; }
             ct += DATA_HEADER_LEN;
             body -= DATA_HEADER_LEN;
+            out = data + slot->at;
         }
         if ((body && EVP_DecryptUpdate(ctx, out, &k, ct, (int)body) != 1)
             || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)(ct + body)) != 1) {
@@ -813,28 +866,26 @@ static PyObject *Aead_open_run(AeadObject *self, PyObject *const *args, Py_ssize
     Py_END_ALLOW_THREADS
     if (failed) { openssl_failed(); goto done; }
     /* 3. results (with the GIL): record the authentic ones */
-    entries = PyList_New(opened);
-    if (!entries) goto done;
-    Py_ssize_t nbytes = 0;
+    Py_ssize_t nbytes = 0, used = 0;
     for (Py_ssize_t i = 0; i < opened; i++) {
-        PyObject *entry = run_entry(&slots[i]);
-        if (!entry || rs_add(received, slots[i].pn, slots[i].pn + 1, NULL) < 0) {
-            Py_XDECREF(entry);
-            goto done;
-        }
-        PyList_SET_ITEM(entries, i, entry);
+        if (rs_add(received, slots[i].pn, slots[i].pn + 1, NULL) < 0) goto done;
         nbytes += slots[i].view.len;
         if (slots[i].pn > largest) largest = slots[i].pn;
+        if (!slots[i].own) used = slots[i].at + slot_body(&slots[i]) - DATA_HEADER_LEN;
     }
+    if (used < total && _PyBytes_Resize(&buffer, used) < 0) goto done; /* stopped early */
+    entries = PyList_New(0);
+    if (!entries || run_entries(slots, opened, buffer, entries) < 0) goto done;
     result = Py_BuildValue("(nLnO)", index + opened, (long long)largest, nbytes, entries);
 done:
     if (slots) {
         for (Py_ssize_t i = 0; i < m; i++) {
             PyBuffer_Release(&slots[i].view);
-            Py_XDECREF(slots[i].out);
+            Py_XDECREF(slots[i].own);
         }
         PyMem_Free(slots);
     }
+    Py_XDECREF(buffer);
     Py_XDECREF(entries);
     Py_DECREF(seq);
     return result;

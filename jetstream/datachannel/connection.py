@@ -226,8 +226,8 @@ class Connection:
             stop, largest, nbytes, entries = keys.current.open_run(
                 datagrams, index, _FLAG_FIXED | (_FLAG_KEY_PHASE if keys.phase else 0),
                 self._cid, acks.received, acks.floor, acks.largest, self.peer_address)
-            if entries:
-                self._apply_run(entries, largest, nbytes, now)
+            if stop > index:
+                self._apply_run(entries, stop - index, largest, nbytes, now)
                 return stop
         data, addr = datagrams[index]
         self.receive_datagram(data, addr, now)
@@ -521,18 +521,18 @@ class Connection:
                 return
         acks.on_packet(pn, self._process_frames(memoryview(plaintext), now), now)
 
-    def _apply_run(self, entries: list[RunEntry], largest: int, nbytes: int,
+    def _apply_run(self, entries: list[RunEntry], packets: int, largest: int, nbytes: int,
                    now: float) -> None:
-        self._on_authentic(len(entries), nbytes, now)
+        self._on_authentic(packets, nbytes, now)
         acks = self._acks
         deliver = self._deliver
-        eliciting = 0
+        eliciting = packets  # DATA packets are; the others count themselves below
         try:
             for pn, stream_id, offset, data in entries:
-                if stream_id >= 0:  # one DATA frame, checked by open_run
+                if stream_id >= 0:  # DATA frames, checked and joined by open_run
                     deliver(stream_id, offset, len(data), data, False)
-                    eliciting += 1
                 else:
+                    eliciting -= 1
                     acks.on_packet(pn, self._process_frames(memoryview(data), now), now)
                     if self.state is _CLOSED:
                         break

@@ -34,9 +34,10 @@ NONCE_LENGTH = 12
 _DATA_RUN_HEADER = struct.Struct(">BIQH")
 _SHORT_RUN_HEADER = struct.Struct(">B8sI")
 _DATA_RUN_OVERHEAD = _DATA_RUN_HEADER.size
-RunEntry: TypeAlias = tuple[int, int, int, bytes]
-"""(packet number, stream id, offset, data) of a packet that is one DATA frame without FIN;
-(packet number, -1, 0, plaintext) of any other packet, to be parsed frame by frame."""
+RunEntry: TypeAlias = tuple[int, int, int, bytes | memoryview]
+"""(packet number, stream id, offset, data) of packets that are one DATA frame without FIN
+each, continuing each other in one stream (the number of the last); (packet number, -1, 0,
+plaintext) of any other packet, to be parsed frame by frame."""
 INITIAL_SALT_V1 = bytes.fromhex("6a657473747265616d2d76312d696e697469616c2d73616c742d323032352121")
 """Fixed salt for the INITIAL keys of version 1 (ASCII "jetstream-v1-initial-salt-2025!!")."""
 _LABEL_PREFIX = b"jetstream v1 "
@@ -192,9 +193,11 @@ class PacketProtection:
         (below ``floor`` or in ``received``) and is authentic: one call per receive batch
         instead of several per packet. Adds their packet numbers to ``received``; returns
         (index of the first datagram not opened, largest packet number, their total size,
-        their entries)."""
+        their entries). Consecutive DATA packets that continue each other in one stream
+        make one entry (the packet number of the last), so what follows is per run, not
+        per packet."""
         entries: list[RunEntry] = []
-        nbytes = 0
+        nbytes = opened = 0
         for data, addr in datagrams[index:]:
             if addr != peer or len(data) < SHORT_HEADER_SIZE + AEAD_TAG_LENGTH:
                 break
@@ -210,8 +213,9 @@ class PacketProtection:
             received.add_one(pn)
             largest = max(largest, pn)
             nbytes += len(data)
+            opened += 1
             entries.append(_run_entry(pn, plaintext))
-        return index + len(entries), largest, nbytes, entries
+        return index + opened, largest, nbytes, _joined(entries)
 
     def __repr__(self) -> str:
         return "PacketProtection(<secret>)"
@@ -224,6 +228,30 @@ def _run_entry(pn: int, plaintext: bytes) -> RunEntry:
                 and offset + length <= MAX_STREAM_OFFSET):
             return pn, stream_id, offset, plaintext[_DATA_RUN_OVERHEAD:]
     return pn, -1, 0, plaintext
+
+
+def _joined(entries: list[RunEntry]) -> list[RunEntry]:
+    """Consecutive DATA entries that continue each other in one stream, as one entry."""
+    out: list[RunEntry] = []
+    group: list[RunEntry] = []
+    for entry in entries:
+        if group and not (entry[1] >= 0 and entry[1] == group[-1][1]
+                          and entry[2] == group[-1][2] + len(group[-1][3])):
+            out.append(_join(group))
+            group = []
+        if entry[1] < 0:
+            out.append(entry)
+        else:
+            group.append(entry)
+    if group:
+        out.append(_join(group))
+    return out
+
+
+def _join(group: list[RunEntry]) -> RunEntry:
+    if len(group) == 1:
+        return group[0]
+    return group[-1][0], group[0][1], group[0][2], b"".join(entry[3] for entry in group)
 
 
 class SendKeys:

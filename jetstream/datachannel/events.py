@@ -20,8 +20,9 @@ class StreamDataReceived(NamedTuple):
     """New bytes of a stream, each byte reported exactly once, in any order.
 
     Return the flow-control credit with `Connection.data_consumed(len(data))` once the bytes
-    are written (or otherwise disposed of). One is made per data packet, so it is an
-    (immutable) named tuple: building one costs half of a frozen dataclass.
+    are written (or otherwise disposed of). One is made per data packet, or per run of
+    packets that continue each other in one receive batch, so it is an (immutable) named
+    tuple: building one costs half of a frozen dataclass.
     """
 
     stream_id: int

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from jetstream.config import datapath_choice
 from jetstream.datachannel import acks, crypto, native, wire
-from jetstream.datachannel.rangeset import PyRangeSet
+from jetstream.datachannel.rangeset import PyRangeSet, RangeSet
 from jetstream.errors import ConfigError, RemoteProtocolError
 from jetstream.transport import udpio
 from tests.transport.test_udpio import pair
@@ -125,27 +125,35 @@ PEER = ("10.0.0.1", 4000)
 CID = b"R" * 8
 kinds = st.lists(st.sampled_from(["data", "data", "data", "fin", "ping", "tiny", "replay",
                                   "forged", "other_cid", "other_peer", "key_phase", "late",
-                                  "memoryview", "truncated", "data_ping"]), min_size=1, max_size=40)
+                                  "memoryview", "truncated", "data_ping", "gap"]),
+                 min_size=1, max_size=40)
 
 
-def _run_datagrams(sealer: crypto.PacketProtection, plan: list[str]) -> list[tuple[object, object]]:
-    """Datagrams of every kind a receive run must take or stop at, in the order of `plan`."""
+def _run_datagrams(sealer: crypto.PacketProtection, plan: list[str]
+                   ) -> tuple[list[tuple[object, object]], dict[int, bytes]]:
+    """Datagrams of every kind a receive run must take or stop at, in the order of `plan`,
+    and the data of stream 5 by offset."""
     rng = random.Random(len(plan))
     out: list[tuple[object, object]] = []
+    sent: dict[int, bytes] = {}
     pn = 10
+    offset = 0
     for kind in plan:
         pn += 1
         number = pn - 5 if kind == "late" else pn
         flags = 0x44 if kind == "key_phase" else 0x40
         header = bytes([flags]) + (b"X" * 8 if kind == "other_cid" else CID) + (
             number & 0xFFFFFFFF).to_bytes(4, "big")
-        data = rng.randbytes(rng.randrange(0, 60))
+        data = rng.randbytes(rng.randrange(1, 60))
         if kind == "ping":
             payload = wire.PING_FRAME
         elif kind == "tiny":
             payload = wire.PING_FRAME * 3  # shorter than a DATA frame's header
         else:
-            payload = struct.pack(">BIQH", 0x09 if kind == "fin" else 0x08, 5, number * 64,
+            at = offset + 1 if kind == "gap" else offset
+            sent[at] = data
+            offset = at + len(data)
+            payload = struct.pack(">BIQH", 0x09 if kind == "fin" else 0x08, 5, at,
                                   len(data)) + data
             if kind == "data_ping":
                 payload += wire.PING_FRAME
@@ -160,7 +168,7 @@ def _run_datagrams(sealer: crypto.PacketProtection, plan: list[str]) -> list[tup
             out.append(out[rng.randrange(len(out))])
             continue
         out.append((datagram, ("10.0.0.9", 4000) if kind == "other_peer" else PEER))
-    return out
+    return out, sent
 
 
 @needs_fast
@@ -168,12 +176,13 @@ def _run_datagrams(sealer: crypto.PacketProtection, plan: list[str]) -> list[tup
 @example(plan=["data", "data", "late", "data", "replay", "data"], floor=10)
 @example(plan=["data", "fin", "ping", "tiny", "data_ping", "memoryview", "key_phase", "data"],
          floor=0)
+@example(plan=["data", "data", "gap", "data", "forged", "data", "data"], floor=0)
 @settings(max_examples=150, deadline=None)
 def test_open_run_takes_and_stops_where_the_reference_does(plan: list[str], floor: int) -> None:
     secret = bytes(range(32))
     compiled = crypto.PacketProtection("AES-128-GCM", secret)
     python = crypto.PacketProtection("AES-128-GCM", secret)
-    datagrams = _run_datagrams(compiled, plan)
+    datagrams, sent = _run_datagrams(compiled, plan)
     sides = [(compiled.open_run, _fast.RangeSet([(0, 2)])),
              (python._open_run, PyRangeSet([(0, 2)]))]
     index, largest = 0, 1
@@ -183,14 +192,31 @@ def test_open_run_takes_and_stops_where_the_reference_does(plan: list[str], floo
         assert results[0] == results[1]
         assert list(sides[0][1]) == list(sides[1][1])
         stop, largest, nbytes, entries = results[0]
-        assert stop == index + len(entries)
         assert nbytes == sum(len(d) for d, _ in datagrams[index:stop])
-        for pn, stream_id, offset, data in entries:
-            if stream_id >= 0:
-                assert (stream_id, offset) == (5, pn * 64)
-            else:  # anything but exactly one DATA frame without FIN is left to the caller
+        for _pn, stream_id, offset, data in entries:
+            if stream_id < 0:  # anything but one DATA frame without FIN is left to the caller
                 assert data[0] != 0x08 or struct.unpack_from(">H", data, 13)[0] != len(data) - 15
+                continue
+            assert stream_id == 5
+            at = 0
+            while at < len(data):  # DATA packets that continue each other are joined
+                piece = sent[offset + at]
+                assert bytes(data[at:at + len(piece)]) == piece
+                at += len(piece)
+            assert at == len(data)
         index = stop + 1  # the one it stopped at goes to the slow path
+
+
+def test_a_run_of_contiguous_data_packets_is_one_entry() -> None:
+    protection = crypto.PacketProtection("AES-128-GCM", bytes(range(32)))
+    datagrams, sent = _run_datagrams(protection, ["data"] * 6 + ["gap"] + ["data"] * 3)
+    stop, _largest, _nbytes, entries = protection.open_run(
+        datagrams, 0, 0x40, CID, RangeSet(), 0, -1, PEER)
+    assert stop == 10
+    assert [(offset, bytes(data)) for _pn, _stream, offset, data in entries] == [
+        (0, b"".join(sent[k] for k in sorted(sent)[:6])),
+        (sorted(sent)[6], b"".join(sent[k] for k in sorted(sent)[6:]))]
+    assert [pn for pn, *_ in entries] == [16, 20]  # the number of each group's last packet
 
 
 @needs_fast
