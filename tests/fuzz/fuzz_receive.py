@@ -1,10 +1,13 @@
-"""Fuzz target: the receive path of a connection (`Connection.receive_datagram` onwards).
+"""Fuzz target: the receive path of a connection (`Connection.receive_datagram` and
+`Connection.receive_run` onwards, the compiled `open_run` included).
 
 Each input is a script for a peer that holds the session ticket: it completes the handshake
 with a real server-role `Connection` (the receive port's side), which then has data of its
 own in flight, and then sends what the input says: authentic 1-RTT packets made of
 fuzz-chosen frames (any packet number, either key phase), raw datagrams, damaged copies of
-earlier packets, from the peer's address or another one, with time passing in between.
+earlier packets, from the peer's address or another one, with time passing in between. The
+input also chooses whether they arrive one by one or in receive batches of its choosing, as
+the endpoint hands them over.
 Whatever arrives, the connection must never raise, and it counts every datagram once, as
 received or rejected: a protocol violation closes it with a CLOSE frame, anything else is
 dropped and counted.
@@ -72,8 +75,13 @@ def TestOneInput(data: bytes) -> None:
     sent: list[bytes] = []
     fed = 2
     streams = itertools.count(OWN_STREAM + 1)
+    batch_size = fdp.ConsumeIntInRange(0, 32)  # 0: one by one through receive_datagram
+    batch: list[tuple[bytes, tuple[str, int]]] = []
     while fdp.remaining_bytes():
         op = fdp.ConsumeIntInRange(0, 9)
+        if batch and (op >= 8 or len(batch) >= batch_size):
+            fed += _receive_batch(server, batch, now)
+            batch = []
         datagram: bytes | None = None
         addr = PEER
         if op <= 4:  # authentic: the interesting case, so the most likely
@@ -95,12 +103,34 @@ def TestOneInput(data: bytes) -> None:
             now += fdp.ConsumeIntInRange(0, 5000) / 1000
         else:
             _application(server, fdp, streams)
+        if datagram is not None and batch_size:
+            batch.append((datagram, addr))
+            continue
         if datagram is not None:
             fed += not server.is_closed  # a closed connection takes nothing: its driver counts
             server.receive_datagram(datagram, addr, now)
         _pump(server, now)
-        stats = server.statistics()
-        assert stats.packets_received + stats.packets_rejected == fed, "a datagram not counted"
+        _check_counts(server, fed)
+    if batch:
+        fed += _receive_batch(server, batch, now)
+        _check_counts(server, fed)
+
+
+def _receive_batch(server: Connection, batch: list[tuple[bytes, tuple[str, int]]],
+                   now: float) -> int:
+    """Hand a batch over as the endpoint does; how many datagrams the connection took."""
+    index = 0
+    while index < len(batch) and not server.is_closed:
+        taken = server.receive_run(batch, index, now)
+        assert index < taken <= len(batch), "a receive run that took nothing or too much"
+        index = taken
+    _pump(server, now)
+    return index
+
+
+def _check_counts(server: Connection, fed: int) -> None:
+    stats = server.statistics()
+    assert stats.packets_received + stats.packets_rejected == fed, "a datagram not counted"
 
 
 def _application(server: Connection, fdp: atheris.FuzzedDataProvider,
