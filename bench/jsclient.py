@@ -153,6 +153,9 @@ def push(args: argparse.Namespace, password: str, out: dict[str, Any]) -> None:
                     destination=dest.name,
                     manifest=manifest.name,
                     destination_path=args.dest_path,
+                    rate_limit=common_pb2.RateLimit(
+                        target_bps=args.fixed_bps, policy=common_pb2.RATE_POLICY_FIXED
+                    ) if args.fixed_bps else None,
                 )
             ),
             metadata=md,
@@ -230,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest-path", required=True, help="absolute directory on the receiver")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--fixed-bps", type=int, default=0,
+                    help="send at this fixed rate (RATE_POLICY_FIXED) instead of FAIR")
     args = ap.parse_args(argv)
     password = os.environ.get("BENCH_JS_PASSWORD", "")
     out: dict[str, Any] = {"ok": False, "stage": None, "error": None, "points": []}

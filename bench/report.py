@@ -14,9 +14,11 @@ from typing import Any
 from bench.profiles import PROFILES, Profile, Workload, fmt_bytes, parse_profile
 from bench.results import Result
 
-TOOL_ORDER = ["jetstream", "scp", "rsync", "uftp", "iperf3-bbr", "iperf3-cubic", "iperf3-udp"]
+TOOL_ORDER = ["jetstream", "jetstream-fixed", "scp", "rsync", "uftp", "iperf3-bbr",
+              "iperf3-cubic", "iperf3-udp"]
 TOOL_NAMES = {
     "jetstream": "jetstream",
+    "jetstream-fixed": "jetstream (fixed rate)",
     "scp": "scp",
     "rsync": "rsync",
     "uftp": "uftp",
@@ -26,6 +28,7 @@ TOOL_NAMES = {
 }
 COLORS = {
     "jetstream": "#d62728",
+    "jetstream-fixed": "#ff9896",
     "scp": "#1f77b4",
     "rsync": "#2ca02c",
     "uftp": "#9467bd",

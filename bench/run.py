@@ -41,11 +41,15 @@ from bench.tools import iperf
 from bench.tools.common import ROOT, BenchUser, Ctx
 from bench.tools.jetstream import JetstreamPair
 from bench.tools.ssh import Sshd
+from bench.tools.uftp import RATE_SHARE as UFTP_RATE_SHARE
 from bench.tools.uftp import Uftpd
 from bench.tools.uftp import unavailable as uftp_unavailable
 
 ALL_TOOLS = ("jetstream", "scp", "rsync", "uftp", "iperf3-bbr", "iperf3-cubic", "iperf3-udp")
-COPY_TOOLS = ("jetstream", "scp", "rsync", "uftp")
+OPTIONAL_TOOLS = ("jetstream-fixed",)
+"""Run only when named in --tools: jetstream under RATE_POLICY_FIXED at uftp's share of the
+link rate, the comparison on uftp's terms."""
+COPY_TOOLS = ("jetstream", "jetstream-fixed", "scp", "rsync", "uftp")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -215,9 +219,10 @@ class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-        bad = [t for t in self.tools if t not in ALL_TOOLS]
+        bad = [t for t in self.tools if t not in ALL_TOOLS + OPTIONAL_TOOLS]
         if bad:
-            raise SystemExit(f"unknown tools {bad}; choose from {', '.join(ALL_TOOLS)}")
+            raise SystemExit(
+                f"unknown tools {bad}; choose from {', '.join(ALL_TOOLS + OPTIONAL_TOOLS)}")
         self.profiles = [parse_profile(p.strip()) for p in args.profiles.split(",") if p.strip()]
         wk = [w.strip() for w in args.workloads.split(",") if w.strip()]
         if any(w not in ("big", "small") for w in wk):
@@ -364,7 +369,7 @@ class Runner:
     def start_servers(self, ctx: Ctx, stack: ExitStack) -> dict[str, Any]:
         """The receiving daemons for this profile; a failure is kept as the tool's error."""
         servers: dict[str, Any] = {}
-        if "jetstream" in self.tools:
+        if "jetstream" in self.tools or "jetstream-fixed" in self.tools:
             ctx.log("starting jetstream servers")
             servers["jetstream"] = stack.enter_context(JetstreamPair(ctx))
         if "scp" in self.tools or "rsync" in self.tools:
@@ -387,9 +392,14 @@ class Runner:
     def copy(
         self, ctx: Ctx, servers: dict[str, Any], tool: str, ds: datasets.Dataset, workload: str
     ) -> Result:
-        if tool == "jetstream":
+        if tool in ("jetstream", "jetstream-fixed"):
             pair: JetstreamPair = servers["jetstream"]
-            return pair.transfer(ds, workload)
+            if tool == "jetstream":
+                return pair.transfer(ds, workload)
+            if ctx.profile.loopback:
+                return Result(ctx.profile.key, workload, tool, "skipped", label=tool,
+                              error="no link rate on loopback to fix the rate at", run=ctx.run)
+            return pair.transfer(ds, workload, fixed_share=UFTP_RATE_SHARE)
         if tool in ("scp", "rsync"):
             sshd = servers["ssh"]
             if isinstance(sshd, str):

@@ -98,9 +98,15 @@ class JetstreamPair:
         for d in self.servers.values():
             d.stop(grace=10)
 
-    def transfer(self, ds: Dataset, workload: str) -> Result:
+    def transfer(self, ds: Dataset, workload: str, fixed_share: float | None = None) -> Result:
+        """One push through the API; with ``fixed_share``, at that share of the link rate
+        under RATE_POLICY_FIXED (tool ``jetstream-fixed``, uftp's terms), else FAIR."""
         ctx = self.ctx
-        r = Result(ctx.profile.key, workload, "jetstream", "ok", label="jetstream", run=ctx.run)
+        tool, label, fixed_bps = "jetstream", "jetstream", 0
+        if fixed_share is not None:
+            fixed_bps = int(ctx.profile.rate_bps * fixed_share)
+            tool, label = "jetstream-fixed", f"jetstream (fixed {fixed_share:.0%} of link rate)"
+        r = Result(ctx.profile.key, workload, tool, "ok", label=label, run=ctx.run)
         r.expected_bytes, r.files_expected = ds.total_bytes, ds.file_count
         if self.error:
             r.status, r.error = "unavailable", self.error
@@ -109,9 +115,9 @@ class JetstreamPair:
             if not d.alive():
                 r.status, r.error = "unavailable", f"{d.name} died: {d.log_tail(400)}"
                 return r
-        dst = ctx.dst("jetstream", owner=(ctx.user.uid, ctx.user.gid))
+        dst = ctx.dst(tool, owner=(ctx.user.uid, ctx.user.gid))
         timeout = ctx.timeout(ds.total_bytes, ds.file_count)
-        out = ctx.logs / f"jetstream-{workload}-{ctx.run}.json"
+        out = ctx.logs / f"{tool}-{workload}-{ctx.run}.json"
         out.unlink(missing_ok=True)
         argv = [
             ctx.python,
@@ -133,12 +139,14 @@ class JetstreamPair:
             f"{timeout:.0f}",
             "--out",
             str(out),
+            "--fixed-bps",
+            str(fixed_bps),
         ]
         env = {**os.environ, "BENCH_JS_PASSWORD": ctx.user.password, "PYTHONPATH": str(ROOT)}
         before = ctx.net.counters()
         mon_a = TreeMonitor([self.servers["a"].pid]).start()
         mon_b = TreeMonitor([self.servers["b"].pid]).start()
-        log = ctx.logs / f"jetstream-client-{workload}-{ctx.run}.log"
+        log = ctx.logs / f"{tool}-client-{workload}-{ctx.run}.log"
         try:
             with log.open("wb") as f:
                 m = run_measured(
