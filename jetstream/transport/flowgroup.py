@@ -41,9 +41,19 @@ class FlowWorker:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), self.loop))
 
     def stop(self) -> None:
+        """Cancel what still runs here (a sibling's job that another's failure cut short),
+        let it unwind, then end the thread: nothing is left pending or never awaited."""
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
+
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
         self._thread.join(10)
         if not self._thread.is_alive():
             self.loop.close()
