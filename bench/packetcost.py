@@ -8,7 +8,7 @@ Two measurements per path, each in a fresh process with ``JETSTREAM_DATAPATH`` s
   each other (no sockets, no event loop, no link), the sender pacing at a fixed rate far
   above what it can reach; CPU time (`time.process_time`) is charged to the side whose
   method ran: the sender's `datagrams_to_send` and its ACK processing, the receiver's
-  `receive_run` over each batch, its ACKs and its application (which only counts bytes and returns
+  `receive_batch` of each batch, its ACKs and its application (which only counts bytes and returns
   credit). This is the protocol's own per-packet work.
 * **socket**: `BatchSocket` sends bursts of full datagrams to another `BatchSocket` on
   127.0.0.1 (GSO/GRO where the kernel offers them, sendmmsg/recvmmsg on the compiled path);
@@ -92,7 +92,7 @@ def core_cost(size: int, datagram: int) -> tuple[int, float, float]:
         fire_timer(client, now)
         out = client.datagrams_to_send(now)
         t1 = cpu()
-        receive_batch(server, out, a, now)
+        server.receive_batch([(data, a) for data, _ in out], now)
         while (event := server.next_event()) is not None:
             if type(event) is StreamDataReceived:
                 received += len(event.data)
@@ -100,7 +100,7 @@ def core_cost(size: int, datagram: int) -> tuple[int, float, float]:
         fire_timer(server, now)
         back = server.datagrams_to_send(now)
         t2 = cpu()
-        receive_batch(client, back, b, now)
+        client.receive_batch([(data, b) for data, _ in back], now)
         while (event := client.next_event()) is not None:
             if isinstance(event, StreamAcknowledged):
                 done = True
@@ -111,15 +111,6 @@ def core_cost(size: int, datagram: int) -> tuple[int, float, float]:
         raise RuntimeError(f"received {received} of {size} bytes")
     packets = server.statistics().packets_received
     return packets, sender_cpu / packets * 1e6, receiver_cpu / packets * 1e6
-
-
-def receive_batch(conn: Connection, datagrams: list[tuple[bytes, tuple[str, int]]],
-                  source: tuple[str, int], now: float) -> None:
-    """Hand a batch to `conn` as the endpoint does with one read from its socket."""
-    batch = [(data, source) for data, _ in datagrams]
-    index = 0
-    while index < len(batch):
-        index = conn.receive_run(batch, index, now)
 
 
 def socket_cost(count: int, datagram: int) -> tuple[float, float]:

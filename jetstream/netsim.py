@@ -388,8 +388,8 @@ class Network:
             if next_arrival <= next_timer:
                 when, _, endpoint, datagram, src = heapq.heappop(heap)
                 self.now = when
-                receive = endpoint.conn.receive_run
-                receive([(datagram, src)], 0, when)
+                receive = endpoint.conn.receive_batch
+                receive([(datagram, src)], when)
                 own_timer = endpoint.timer
                 limit = when + window
                 if own_timer is not None and own_timer < limit:
@@ -397,7 +397,7 @@ class Network:
                 while heap and heap[0][2] is endpoint and heap[0][0] <= limit:
                     when, _, _, datagram, src = heapq.heappop(heap)
                     self.now = when
-                    receive([(datagram, src)], 0, when)
+                    receive([(datagram, src)], when)
                 endpoint.service(self.now)
             else:
                 assert timed is not None

@@ -4,7 +4,8 @@ A `Connection` has three inputs and no I/O, clock or global randomness of its ow
 is aioquic's ``QuicConnection``):
 
 * datagrams, through `receive_datagram(data, addr, now)`, or a receive batch at a time
-  through `receive_run(datagrams, index, now)`;
+  through `receive_run(datagrams, index, now)` (`receive_batch` when all are this
+  connection's);
 * a single timer: the driver calls `handle_timer(now)` when `get_timer()` is reached;
 * application calls: `connect`, `send_stream_data`, `resume_stream`, `data_consumed`,
   `close`.
@@ -232,6 +233,15 @@ class Connection:
         data, addr = datagrams[index]
         self.receive_datagram(data, addr, now)
         return index + 1
+
+    def receive_batch(
+        self, datagrams: Sequence[tuple[bytes | memoryview, Address]], now: float
+    ) -> None:
+        """Process a batch of datagrams that are all for this connection (a driver with
+        nothing to route, such as a simulator), run by run."""
+        index = 0
+        while index < len(datagrams):
+            index = self.receive_run(datagrams, index, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Datagrams to send now, at most `config.max_batch` of them."""

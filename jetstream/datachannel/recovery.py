@@ -146,12 +146,8 @@ class Recovery:
 
     def on_packet_sent(self, packet: SentPacket) -> None:
         now = packet.sent_time
-        if not self.bytes_in_flight:
-            self._first_sent_time = self._delivered_time = now
-        packet.delivered = self.delivered
-        packet.delivered_time = self._delivered_time
-        packet.first_sent_time = self._first_sent_time
-        packet.app_limited = self.app_limited_until > 0
+        (packet.delivered, packet.delivered_time, packet.first_sent_time,
+         packet.app_limited) = self._delivery_state(now)
         self.sent[packet.packet_number] = packet
         self.bytes_in_flight += packet.size
         self.last_ack_eliciting_time = now
@@ -160,10 +156,7 @@ class Recovery:
                       chunks: list[StreamChunk], tag: int) -> None:
         """Packets ``first_pn`` onwards, sent together, of ``size`` bytes and one chunk each:
         `on_packet_sent` for each, with the delivery state (the same for all) read once."""
-        if not self.bytes_in_flight:
-            self._first_sent_time = self._delivered_time = now
-        delivered, delivered_time = self.delivered, self._delivered_time
-        first_sent_time, app_limited = self._first_sent_time, self.app_limited_until > 0
+        delivered, delivered_time, first_sent_time, app_limited = self._delivery_state(now)
         sent = self.sent
         pn = first_pn
         for chunk in chunks:
@@ -172,6 +165,14 @@ class Recovery:
             pn += 1
         self.bytes_in_flight += size * len(chunks)
         self.last_ack_eliciting_time = now
+
+    def _delivery_state(self, now: float) -> tuple[int, float, float, bool]:
+        """What a packet sent at ``now`` records for its delivery-rate sample; a flight that
+        starts with nothing in flight starts the sample's clocks."""
+        if not self.bytes_in_flight:
+            self._first_sent_time = self._delivered_time = now
+        return (self.delivered, self._delivered_time, self._first_sent_time,
+                self.app_limited_until > 0)
 
     def on_ack(self, ack: AckFrame, now: float) -> AckOutcome:
         """Process an ACK frame; the caller has checked it acknowledges only sent packets."""

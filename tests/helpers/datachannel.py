@@ -47,10 +47,7 @@ def deliver(
     datagrams: list[tuple[bytes, Address]], to: Connection, source: Address, now: float
 ) -> None:
     """Hand ``datagrams`` to ``to`` as one receive batch from ``source``."""
-    batch = [(datagram, source) for datagram, _ in datagrams]
-    index = 0
-    while index < len(batch):
-        index = to.receive_run(batch, index, now)
+    to.receive_batch([(datagram, source) for datagram, _ in datagrams], now)
 
 
 def established_pair(seed: int = 0, rtt: float = 0.02) -> tuple[Pair, float]:
