@@ -10,6 +10,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jetstream.auth.sessions import TokenKind, TokenRecord
+from jetstream.datachannel.grouprate import MAX_FLOWS
 from jetstream.errors import InvalidArgument
 from jetstream.services.auth import Caller
 from jetstream.services.bandwidth import BandwidthLimits
@@ -373,11 +374,14 @@ def hash_algorithm(value: int) -> HashAlgorithm:
 
 def transfer_options(message: transfers_pb2.Transfer) -> TransferOptions:
     interval = duration_seconds(message.checkpoint_interval) or TransferOptions.checkpoint_interval
+    if message.flows > MAX_FLOWS:
+        raise InvalidArgument(f"flows: at most {MAX_FLOWS}, got {message.flows}")
     return TransferOptions(
         checkpoint_interval=interval,
         rate=rate_limits(message.rate_limit),
         overwrite=_from_wire(_OVERWRITES, message.overwrite_policy, Overwrite.RESUME),
         hash_algorithm=hash_algorithm(message.hash_algorithm),
+        flows=message.flows,
     )
 
 
@@ -437,6 +441,7 @@ def transfer(t: Transfer, *, now: float) -> transfers_pb2.Transfer:
         rate_limit=peerwire.rate_to_wire(t.options.rate),
         overwrite_policy=_OVERWRITES[t.options.overwrite],
         hash_algorithm=_HASHES[t.options.hash_algorithm],
+        flows=t.options.flows,
         state=_TRANSFER_STATES[t.state],
         status_message=t.status_message,
         progress=progress(t.progress, now=now),

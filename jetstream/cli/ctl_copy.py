@@ -223,10 +223,13 @@ def _open(current: Settings, location: Location) -> tuple[Connection, str | None
 @click.option("--priority", type=click.IntRange(0, 100), default=None,
               help="Queue priority, 0 (first) to 100 (last, the default).")
 @click.option("--max-rate", metavar="RATE", default=None, help="Rate ceiling, e.g. 200M (bit/s).")
+@click.option("--flows", type=click.IntRange(min=1), default=None,
+              help="Data flows of a push, each with a socket and a sending thread of its own "
+                   "[default: chosen from the sending server's cores].")
 @common_options
 def cp(paths: tuple[str, ...], detach: bool, overwrite: str | None, includes: tuple[str, ...],
        excludes: tuple[str, ...], symlinks: str | None, priority: int | None,
-       max_rate: str | None) -> None:
+       max_rate: str | None, flows: int | None) -> None:
     """Copy SRC... to DEST, where either side is HOST[:PORT]:PATH (or both are).
 
     \b
@@ -289,6 +292,8 @@ def cp(paths: tuple[str, ...], detach: bool, overwrite: str | None, includes: tu
             transfer.priority = priority
         if rate is not None:
             transfer.rate_limit.max_bps = rate
+        if flows is not None:
+            transfer.flows = flows
         created = runner.call(runner.transfers.CreateTransfer,
                               transfers_pb2.CreateTransferRequest(transfer=transfer)).transfer
         try:

@@ -23,13 +23,15 @@ from jetstream.errors import LocalProtocolError
 
 FOLLOW_INTERVAL = 0.005
 """Seconds between two updates of the followers: a few per round trip on a WAN path."""
+MAX_FLOWS = 16
+"""The most flows one transfer may use (each a socket, a connection and a thread)."""
 PER_FLOW_BPS = 1_000_000_000
 """Payload rate one flow (one core) carries with the compiled path and 1472-byte datagrams
 on the machines measured (docs/performance.md): about 4-5 µs of CPU per packet per side."""
 
 
 def flow_count(cores: int, expected_bps: float | None, requested: int = 0,
-               per_flow_bps: float = PER_FLOW_BPS, limit: int = 16) -> int:
+               per_flow_bps: float = PER_FLOW_BPS, limit: int = MAX_FLOWS) -> int:
     """How many flows a transfer uses: ``requested`` if given (bounded by ``limit``), else
     one per `per_flow_bps` of the rate the path delivered before, at most one per core but
     one (the other core keeps the disk, the event loop and the receiver's work)."""

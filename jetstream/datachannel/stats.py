@@ -6,6 +6,7 @@ someone asks (a Prometheus scrape, a progress report), so observing costs nothin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple
 
@@ -133,3 +134,16 @@ def snapshot(
         bytes_in_flight=recovery.bytes_in_flight,
         congestion_state=cc.state if cc is not None else "handshake",
     )
+
+
+_SUMMED = tuple(name for name in ConnectionStats._fields
+                if name not in ("smoothed_rtt", "min_rtt", "latest_rtt", "congestion_state"))
+
+
+def combined(flows: Sequence[ConnectionStats]) -> ConnectionStats:
+    """The flows of one transfer as one connection: counts, rates and windows add up; the
+    path's RTT and the controller's state are the first flow's (it leads the group)."""
+    first = flows[0]
+    if len(flows) == 1:
+        return first
+    return first._replace(**{name: sum(getattr(s, name) for s in flows) for name in _SUMMED})

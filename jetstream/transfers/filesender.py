@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from jetstream.auth.principal import Principal
@@ -29,10 +29,12 @@ from jetstream.storage import userfs
 from jetstream.storage.paths import parse_path, printable
 from jetstream.storage.sandbox import Location, Sandbox
 from jetstream.transfers import peerwire, records
+from jetstream.transfers.flow import FurtherFlow
 from jetstream.transfers.hashing import HashAlgorithm, Hasher, new_hasher
 from jetstream.transfers.model import Failure, Progress, RateLimits, RatePolicy
 from jetstream.transfers.peerwire import Held
 from jetstream.transfers.store import FileRecord
+from jetstream.transfers.stripes import Stripes
 from jetstream.transport.endpoint import DataLink
 from jetstream.v1 import common_pb2, stream_records_pb2
 
@@ -101,6 +103,7 @@ class FileSender:
         self._metrics = metrics
         self._on_rate = on_rate
         link.on_event = self._on_event
+        self._stripes = Stripes(link)
         self._finished: list[FileRecord] = []
         self._digests: dict[int, bytes] = {}
         self._again: list[ManifestEntry] = []
@@ -121,6 +124,10 @@ class FileSender:
     @property
     def link(self) -> DataLink:
         return self._link
+
+    def spread(self, further: Sequence[FurtherFlow]) -> None:
+        """Send large files' chunks over these flows as well (before `send_all`)."""
+        self._stripes = Stripes(self._link, further)
 
     # --- records -----------------------------------------------------------------------------
 
@@ -153,13 +160,16 @@ class FileSender:
         entries: Iterator[ManifestEntry] = self._manifests.iter_entries(
             self._spec.manifest_id)  # streamed: a million entries never sit in memory
         held = self._spec.held
-        for attempt in range(MAX_RESENDS + 1):
-            self._last_attempt = attempt == MAX_RESENDS
-            await self._send_entries(held, entries)
-            await self._await_outcomes(0)
-            if not self._again:
-                break
-            entries, held, self._again = iter(self._again), {}, []
+        try:
+            for attempt in range(MAX_RESENDS + 1):
+                self._last_attempt = attempt == MAX_RESENDS
+                await self._send_entries(held, entries)
+                await self._await_outcomes(0)
+                if not self._again:
+                    break
+                entries, held, self._again = iter(self._again), {}, []
+        finally:
+            self._stripes.close()
         self._write_record(stream_records_pb2.SenderRecord(
             end=stream_records_pb2.EndOfFiles(file_count=self._next_file_id)))
 
@@ -231,7 +241,7 @@ class FileSender:
         except JetstreamError as exc:
             self._fail_local(_unreadable(exc, entry.dest_path), entry)
             return
-        link = self._require_link()
+        self._require_link()
         try:
             before = os.fstat(handle.fileno())
             size = before.st_size
@@ -251,11 +261,10 @@ class FileSender:
                 if not data:
                     break
                 for start, stop in _missing(skip, offset, offset + len(data)):
-                    await link.wait_for_space(stop - start)
-                    link.send(stream, memoryview(data)[start - offset:stop - offset],
-                              offset=start)
+                    await self._stripes.send(stream, memoryview(data)[start - offset:stop - offset],
+                                             start)
                 offset += len(data)
-            link.send(stream, b"", offset=size, end_stream=True)
+            await self._stripes.end(stream, size)
             after = os.fstat(handle.fileno())
             changed = offset != size or _identity(before) != _identity(after)
             self._trailer(file_id, hasher.digest(), changed)
@@ -324,7 +333,7 @@ class FileSender:
         def count() -> int:
             """Add what was sent since the last count to the metrics; return the total."""
             nonlocal last_bytes, last_retransmitted
-            stats = self._link.statistics()
+            stats = self._stripes.statistics()
             sent, retransmitted = stats.stream_bytes_sent, stats.bytes_retransmitted
             self._metrics.bytes.labels("outgoing").inc(max(sent - last_bytes, 0))
             self._metrics.retransmitted.inc(max(retransmitted - last_retransmitted, 0))
@@ -341,7 +350,7 @@ class FileSender:
             count()
 
     def progress(self, previous: Progress, rate: float) -> Progress:
-        stats = self._link.statistics()
+        stats = self._stripes.statistics()
         return Progress(
             bytes_total=previous.bytes_total,
             bytes_done=max(self._bytes_confirmed, min(

@@ -77,6 +77,8 @@ class TransferOptions:
     rate: RateLimits = field(default_factory=RateLimits)
     overwrite: Overwrite = Overwrite.RESUME
     hash_algorithm: HashAlgorithm = HashAlgorithm.BLAKE3
+    flows: int = 0
+    """Data flows of a push (0: chosen when it starts, `grouprate.flow_count`)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -91,6 +93,7 @@ class TransferOptions:
                             RatePolicy(rate["policy"])),
             overwrite=Overwrite(data["overwrite"]),
             hash_algorithm=HashAlgorithm(data["hash_algorithm"]),
+            flows=data.get("flows", 0),  # absent in rows stored before flows existed
         )
 
 

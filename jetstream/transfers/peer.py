@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
+from jetstream.datachannel.grouprate import MAX_FLOWS
+from jetstream.datachannel.handshake import SessionTicket
 from jetstream.errors import FailedPrecondition, NotFound, PermissionDenied
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.auth import Caller
@@ -58,6 +60,8 @@ class OpenRequest:
     options: TransferOptions
     files_total: int
     bytes_total: int
+    flows: int = 1
+    """Flows the sender would open (`MAX_FLOWS` at most are granted)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class OpenedSession:
     """The sender's share of our incoming allowance (0: no limit)."""
     udp_host: str = ""
     """Where to send the data when not to the host the sender called (a relay's address)."""
+    extra_tickets: tuple[SessionTicket, ...] = ()
+    """One per further flow granted."""
 
 
 @dataclass
@@ -81,8 +87,8 @@ class _Live:
     owner: str
     location: Location
     """Where the transfer writes (its destination path)."""
-    ticket_id: bytes = b""
-    """The ticket the sender connects with (a push); empty for a pull, which connects out."""
+    ticket_ids: tuple[bytes, ...] = ()
+    """The tickets the sender connects with (a push); none for a pull, which connects out."""
 
 
 class ReceiveService:
@@ -118,20 +124,24 @@ class ReceiveService:
     async def open(self, caller: Caller, request: OpenRequest) -> OpenedSession:
         """A push: the sender will connect to our UDP port with the ticket we hand out."""
         session_id, session, resumed = await self._new_session(caller, request)
-        ticket = random_ticket()
-        self._live[session_id].ticket_id = ticket.ticket_id
+        tickets = [random_ticket() for _ in range(max(1, min(request.flows, MAX_FLOWS)))]
+        self._live[session_id].ticket_ids = tuple(t.ticket_id for t in tickets)
 
         def on_link(link: DataLink) -> None:
             peer = link.connection.peer_address
             session.attach(link, f"{peer[0]}:{peer[1]}" if peer else "")
 
-        self._endpoint.expect(ticket, on_link)
-        asyncio.get_running_loop().call_later(TICKET_LIFETIME, self._endpoint.withdraw,
-                                              ticket.ticket_id)
+        self._endpoint.expect(tickets[0], on_link)
+        for extra in tickets[1:]:
+            self._endpoint.expect(extra, session.attach_flow)
+        for ticket in tickets:
+            asyncio.get_running_loop().call_later(TICKET_LIFETIME, self._endpoint.withdraw,
+                                                  ticket.ticket_id)
         host, port = self._data_address(caller.peer)
+        ticket = tickets[0]
         return OpenedSession(session_id, ticket.ticket_id, ticket.secret,
                              self._clock() + TICKET_LIFETIME, port, session.incoming.id,
-                             resumed, self.incoming_share(), host)
+                             resumed, self.incoming_share(), host, tuple(tickets[1:]))
 
     async def open_pull(self, caller: Caller, request: OpenRequest
                         ) -> tuple[str, ReceiveSession]:
@@ -231,8 +241,8 @@ class ReceiveService:
     async def _end(self, session_id: str, state: TransferState,
                    error: Failure | None) -> Incoming:
         live = self._live.pop(session_id)
-        if live.ticket_id:
-            self._endpoint.withdraw(live.ticket_id)
+        for ticket_id in live.ticket_ids:
+            self._endpoint.withdraw(ticket_id)
         if state is TransferState.COMPLETED and live.session.failures:
             state = TransferState.FAILED
             path, first = live.session.failures[0]

@@ -28,12 +28,13 @@ from jetstream.datachannel.events import (
     StreamEnded,
 )
 from jetstream.datachannel.rangeset import RangeSet
-from jetstream.errors import JetstreamError, RemoteProtocolError
+from jetstream.errors import JetstreamError, LocalProtocolError, RemoteProtocolError
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.storage import userfs
 from jetstream.storage.paths import RelPath, parse_path, printable
 from jetstream.storage.sandbox import Location, Sandbox, SandboxRoot
 from jetstream.transfers import filesink, records
+from jetstream.transfers.credit import CreditLedger
 from jetstream.transfers.filesink import Target
 from jetstream.transfers.incoming import FileCheckpoint, Incoming, IncomingStore
 from jetstream.transfers.model import Failure, Overwrite, Progress, TransferState, failure_reason
@@ -123,6 +124,11 @@ class ReceiveSession:
         self._on_change = on_change
         self._clock = clock
         self._link: DataLink | None = None
+        """The first flow: records, small files and outcomes go there."""
+        self._flows: list[DataLink] = []
+        """Every flow of the session, the first included; the others carry file data only."""
+        self._credit: CreditLedger[DataLink] = CreditLedger()
+        self._stopping = False
         self._files: dict[int, _File] = {}
         self._records = records.StreamAssembler()
         self._reader = records.RecordReader(stream_records_pb2.SenderRecord)
@@ -166,17 +172,29 @@ class ReceiveSession:
     # --- wiring ------------------------------------------------------------------------------
 
     def attach(self, link: DataLink, address: str) -> None:
+        """The session's first flow is up."""
         self._link = link
-        link.on_event = self._on_event
+        self._add_flow(link)
         self.incoming = replace(self.incoming, state=TransferState.RUNNING,
                                 source_address=address, last_receive_at=self._clock())
         if self.incoming.options.checkpoint_interval > 0:  # else only at file ends
             self._checkpointer = asyncio.create_task(self._checkpoints())
 
-    def _on_event(self, event: Event) -> None:
+    def attach_flow(self, link: DataLink) -> None:
+        """A further flow of the sender's: file data only."""
+        self._add_flow(link)
+
+    def _add_flow(self, link: DataLink) -> None:
+        self._flows.append(link)
+        link.on_event = lambda event: self._on_event(link, event)
+
+    def _on_event(self, link: DataLink, event: Event) -> None:
         try:
             if isinstance(event, StreamDataReceived):
+                self._credit.received(link, len(event.data))
                 if event.stream_id == records.SENDER_STREAM:
+                    if link is not self._link:
+                        raise RemoteProtocolError("records came on a further flow")
                     for record in self._reader.feed(self._records.add(event.offset, event.data)):
                         self._on_record(record)
                     self._consumed(len(event.data))
@@ -188,12 +206,12 @@ class ReceiveSession:
                 if entry is not None:
                     entry.ended = True
                     self._advance(entry)
-            elif isinstance(event, ConnectionTerminated):
+            elif isinstance(event, ConnectionTerminated) and not self._stopping:
+                self._stopping = True  # once, whichever flow ended first
                 self._spawn(self._stop(f"data channel closed: {event.reason or event.error_code}"))
         except RemoteProtocolError as exc:
             log.warning("incoming %s: %s", self.incoming.id, exc)
-            if self._link is not None:
-                self._link.close(exc.close_code, str(exc))
+            link.close(exc.close_code, str(exc))
 
     def _on_record(self, record: stream_records_pb2.SenderRecord) -> None:
         kind = record.WhichOneof("record")
@@ -209,6 +227,8 @@ class ReceiveSession:
         elif kind == "trailer":
             entry = self._file(record.trailer.file_id)
             if entry is None:
+                return  # settled on its header alone (an earlier session delivered it)
+            if entry.trailer is not None:
                 raise RemoteProtocolError(f"file {record.trailer.file_id} ended twice")
             entry.trailer = record.trailer
             self._advance(entry)
@@ -520,7 +540,24 @@ class ReceiveSession:
         self._outcomes += 1
         self._files.pop(entry.file_id, None)
         self._settled_ids.add_one(entry.file_id)
+        header = entry.header
+        if len(self._flows) > 1 and header is not None and not entry.small \
+                and header.kind == common_pb2.FILE_KIND_FILE:
+            whole = ok and not skipped  # every byte came (or an earlier session had it)
+            self._release_stream(entry, [(0, header.size_bytes)] if whole else list(entry.held))
         self._maybe_finished()
+
+    def _release_stream(self, entry: _File, held: list[tuple[int, int]]) -> None:
+        """Let every flow finish a settled file's stream: each carried only part of it, so
+        none would see it complete. The bytes `held` came by one flow or another and will
+        not come again on any; a byte not held (a skipped or failed file's) may still come,
+        and its credit is then repaid as usual."""
+        stream = records.file_stream(entry.file_id)
+        for link in self._flows:
+            try:
+                link.connection.resume_stream(stream, held)
+            except LocalProtocolError:
+                pass  # this flow's part ended the stream already
 
     def _send_replies(self) -> None:
         """One write to the receiver stream for the outcomes of a batch of small files."""
@@ -534,8 +571,8 @@ class ReceiveSession:
             self.settled.set()
 
     def _consumed(self, nbytes: int) -> None:
-        if nbytes and self._link is not None:
-            self._link.consumed(nbytes)
+        for link, repaid in self._credit.repay(nbytes):
+            link.consumed(repaid)
 
     # --- failures inside a step become a failed file, never a crashed session ----------------
 
@@ -658,8 +695,8 @@ class ReceiveSession:
 
     async def close(self, state: TransferState, error: Failure | None) -> Incoming:
         await self._release_files(keep=state is not TransferState.CANCELLED)
-        if self._link is not None:
-            self._link.close(0, state.value)
+        for link in self._flows:
+            link.close(0, state.value)
         self._publish()
         self.incoming = replace(self.incoming, state=state, error=error,
                                 ended_at=self._clock() if state.terminal else 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from google.protobuf.duration_pb2 import Duration
 from jetstream.auth.principal import lookup_principal
 from jetstream.client.remote import RemoteServer
 from jetstream.datachannel.config import DataChannelConfig
+from jetstream.datachannel.grouprate import flow_count, follower_config, leader_config
 from jetstream.errors import FailedPrecondition, JetstreamError, PermissionDenied
 from jetstream.observability.transfer_metrics import TransferMetrics
 from jetstream.services.destinations import Destination, DestinationService
@@ -26,7 +28,7 @@ from jetstream.services.sandboxes import Sandboxes
 from jetstream.storage import userfs
 from jetstream.transfers import peerwire
 from jetstream.transfers.filesender import FileSender, SendSpec, data_channel_config
-from jetstream.transfers.flow import Flow, open_flow
+from jetstream.transfers.flow import Flow, FurtherFlow, open_flow, open_further_flow
 from jetstream.transfers.hashing import HashAlgorithm
 from jetstream.transfers.model import (
     Failure,
@@ -87,6 +89,9 @@ class PushJob:
         self._ctx = context
         self._rate = transfer.options.rate
         self._flow: Flow | None = None
+        self._further: list[FurtherFlow] = []
+        self._flows = 1
+        """Flows of the current session: the first and the further ones."""
         self._sender: FileSender | None = None
         self._progress = transfer.progress
         self._halt_outcome = peer_pb2.SESSION_OUTCOME_PAUSED
@@ -120,10 +125,23 @@ class PushJob:
         return data_channel_config(self._ctx.datachannel, self._rate, min(caps) if caps else 0)
 
     def _apply_rate(self) -> None:
+        """The first flow leads the group: it runs the controller at an N-th of the limits,
+        the further flows follow it (`grouprate`)."""
         link = self._flow.link if self._flow is not None else None
         if link is None or not link.established.done() or link.established.exception():
             return
-        link.connection.set_rate_limits(self._config().rate_limits())
+        link.connection.set_rate_limits(leader_config(self._config(), self._flows).rate_limits())
+
+    def _wanted_flows(self, destination: Destination) -> int:
+        """Flows to ask the receiver for: the transfer's choice, else one per
+        `PER_FLOW_BPS` of the rate expected (its target or ceiling, or what its previous
+        attempt reached), at most one per core but one. One through a fixed local UDP port,
+        which one socket holds."""
+        if destination.local_udp_port:
+            return 1
+        rate = self._rate
+        expected = rate.target_bps or rate.max_bps or self._transfer.progress.rate_bps
+        return flow_count(os.cpu_count() or 1, expected, self._transfer.options.flows)
 
     async def run(self) -> JobResult:
         transfer = self._transfer
@@ -143,7 +161,7 @@ class PushJob:
             _info, opened = await asyncio.gather(
                 check_identity(remote, destination),
                 self._open_session(remote, manifest.file_count, manifest.dir_count,
-                                   manifest.total_bytes))
+                                   manifest.total_bytes, self._wanted_flows(destination)))
             held = (await self._received_state(remote, opened.session_id) if opened.resumed
                     else {})  # a new incoming transfer holds no checkpoints yet
             spec = SendSpec(transfer.manifest_id, transfer.options.hash_algorithm, principal,
@@ -151,12 +169,15 @@ class PushJob:
             reporter: asyncio.Task[None] | None = None
             try:
                 self._receiver_cap = opened.params.max_rate_bps
+                self._flows = 1 + len(opened.extra_tickets)
                 self._flow = await open_flow(destination, opened.receiver_host,
                                              opened.receiver_udp_port, opened.ticket,
-                                             self._config(), lambda link: self._attach(link, spec))
+                                             leader_config(self._config(), self._flows),
+                                             lambda link: self._attach(link, spec))
                 self._apply_rate()  # limits that changed while the handshake ran
                 sender = self._sender
                 assert sender is not None
+                sender.spread(await self._open_further(destination, opened))
                 reporter = asyncio.create_task(sender.report_loop(self._publish))
                 await sender.send_all()
                 outcome = peer_pb2.SESSION_OUTCOME_COMPLETED
@@ -172,6 +193,8 @@ class PushJob:
                     reporter.cancel()
                 if self._flow is not None:
                     self._flow.close()
+                further, self._further = self._further, []
+                await asyncio.shield(asyncio.gather(*(flow.close() for flow in further)))
             summary = await remote.call(remote.peer.CompleteReceiveSession,
                                         peer_pb2.CompleteReceiveSessionRequest(
                                             session_id=opened.session_id, outcome=outcome))
@@ -184,14 +207,30 @@ class PushJob:
                               first.path if first else "")
         return JobResult(self._progress, failure)
 
+    async def _open_further(self, destination: Destination,
+                            opened: peer_pb2.OpenReceiveSessionResponse) -> list[FurtherFlow]:
+        """The flows beyond the first the receiver granted, each in a thread of its own;
+        all or none (a failure closes those opened and is raised)."""
+        assert self._flow is not None
+        config = follower_config(self._config(), self._flows)
+        results = await asyncio.gather(*(
+            open_further_flow(destination, opened.receiver_host, opened.receiver_udp_port,
+                              ticket, config, self._flow.link, f"push-{self._transfer.id}-{i}")
+            for i, ticket in enumerate(opened.extra_tickets, 1)), return_exceptions=True)
+        self._further = [r for r in results if isinstance(r, FurtherFlow)]
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
+        return self._further
+
     def _attach(self, link: DataLink, spec: SendSpec) -> None:
         self._sender = FileSender(link, spec, manifests=self._ctx.manifests,
                                   files=self._ctx.files, metrics=self._ctx.metrics)
 
     # --- control plane -----------------------------------------------------------------------
 
-    async def _open_session(self, remote: RemoteServer, files: int, dirs: int, total: int
-                            ) -> peer_pb2.OpenReceiveSessionResponse:
+    async def _open_session(self, remote: RemoteServer, files: int, dirs: int, total: int,
+                            flows: int) -> peer_pb2.OpenReceiveSessionResponse:
         options = self._transfer.options
         request = peer_pb2.OpenReceiveSessionRequest(
             sender_transfer=f"transfers/{self._transfer.id}",
@@ -204,6 +243,7 @@ class PushJob:
             hash_algorithm=HASH_WIRE[options.hash_algorithm],
             checkpoint_interval=Duration(seconds=int(options.checkpoint_interval),
                                          nanos=int(options.checkpoint_interval % 1 * 1e9)),
+            flows=flows,
         )
         return await remote.call(remote.peer.OpenReceiveSession, request)
 

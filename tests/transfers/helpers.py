@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import pwd
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +129,16 @@ async def wait_terminal(api: Api, name: str, timeout: float = 120) -> transfers_
     assert last.state in (common_pb2.TRANSFER_STATE_COMPLETED, common_pb2.TRANSFER_STATE_FAILED,
                           common_pb2.TRANSFER_STATE_CANCELLED), last
     return last
+
+
+async def until(api: Api, name: str, predicate: Callable[[transfers_pb2.Transfer], bool],
+                timeout: float = 60) -> transfers_pb2.Transfer:
+    async with asyncio.timeout(timeout):
+        async for update in api.transfers.WatchTransfer(
+                transfers_pb2.WatchTransferRequest(name=name), metadata=api.auth):
+            if predicate(update.transfer):
+                return update.transfer
+    raise AssertionError("condition not reached")
 
 
 def owned_dir(user: str, prefix: str) -> Path:

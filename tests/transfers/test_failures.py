@@ -14,6 +14,7 @@ from tests.transfers.helpers import (
     linked_pair,
     manifest_of,
     push,
+    until,
     wait_terminal,
 )
 
@@ -124,15 +125,6 @@ def test_pause_resume_and_cancel_a_running_transfer(tmp_path, dirs):
     assert (dst / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
     assert not (dst / "again" / "big.bin").exists()
     assert not list(dst.rglob("*.part")), "a cancelled transfer leaves no temporary files"
-
-
-async def until(api, name, predicate, timeout: float = 60):
-    async with asyncio.timeout(timeout):
-        async for update in api.transfers.WatchTransfer(T.WatchTransferRequest(name=name),
-                                                        metadata=api.auth):
-            if predicate(update.transfer):
-                return update.transfer
-    raise AssertionError("condition not reached")
 
 
 def test_source_changed_between_attempts_delivers_the_new_source(tmp_path, dirs):

@@ -37,6 +37,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             options=convert.transfer_options_from_peer(request),
             files_total=summary.file_count + summary.dir_count,
             bytes_total=summary.total_bytes,
+            flows=request.flows,
         ))
         return P.OpenReceiveSessionResponse(
             session_id=opened.session_id,
@@ -47,6 +48,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             incoming_transfer=convert.INCOMING_PREFIX + opened.incoming_id,
             resumed=opened.resumed,
             params=P.DataChannelParams(max_rate_bps=opened.max_rate_bps),
+            extra_tickets=[t.ticket_id + t.secret for t in opened.extra_tickets],
         )
 
     async def QueryReceivedState(self, request: P.QueryReceivedStateRequest, context: Context
