@@ -156,6 +156,7 @@ def push(args: argparse.Namespace, password: str, out: dict[str, Any]) -> None:
                     rate_limit=common_pb2.RateLimit(
                         target_bps=args.fixed_bps, policy=common_pb2.RATE_POLICY_FIXED
                     ) if args.fixed_bps else None,
+                    flows=args.flows,
                 )
             ),
             metadata=md,
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest-path", required=True, help="absolute directory on the receiver")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--flows", type=int, default=0,
+                    help="flows of the push (0: the sending server chooses)")
     ap.add_argument("--fixed-bps", type=int, default=0,
                     help="send at this fixed rate (RATE_POLICY_FIXED) instead of FAIR")
     args = ap.parse_args(argv)

@@ -110,6 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where the test data lives (default: tmpfs /dev/shm if it has room, else /var/tmp)",
     )
     ap.add_argument("--keep-data", action="store_true", help="keep the generated data")
+    ap.add_argument("--flows", type=int, default=0,
+                    help="flows per jetstream push, 1-16 (default: the sending server chooses)")
     ap.add_argument(
         "--out", default=str(ROOT / "bench" / "results"), help="results go to OUT/<UTC time>/"
     )
@@ -343,6 +345,7 @@ class Runner:
                 args.timeout_factor,
                 args.min_timeout,
                 args.max_timeout,
+                flows=args.flows,
             )
             self.meta["links"][prof.key] = net.describe()
             ctx.tcp_cc = set_tcp_cc(ctx, args.tcp_cc)

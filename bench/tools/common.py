@@ -42,6 +42,8 @@ class Ctx:
     max_timeout: float = 1800.0
     run: int = 0
     tcp_cc: str = ""
+    flows: int = 0
+    """Flows per jetstream push (0: the sending server chooses)."""
     python: str = field(default_factory=lambda: sys.executable)
 
     def timeout(self, nbytes: int, files: int = 1) -> float:

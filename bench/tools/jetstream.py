@@ -106,6 +106,8 @@ class JetstreamPair:
         if fixed_share is not None:
             fixed_bps = int(ctx.profile.rate_bps * fixed_share)
             tool, label = "jetstream-fixed", f"jetstream (fixed {fixed_share:.0%} of link rate)"
+        if ctx.flows:
+            label += f", {ctx.flows} flow{'s' if ctx.flows > 1 else ''}"
         r = Result(ctx.profile.key, workload, tool, "ok", label=label, run=ctx.run)
         r.expected_bytes, r.files_expected = ds.total_bytes, ds.file_count
         if self.error:
@@ -141,6 +143,8 @@ class JetstreamPair:
             str(out),
             "--fixed-bps",
             str(fixed_bps),
+            "--flows",
+            str(ctx.flows),
         ]
         env = {**os.environ, "BENCH_JS_PASSWORD": ctx.user.password, "PYTHONPATH": str(ROOT)}
         before = ctx.net.counters()

@@ -12,6 +12,7 @@ from jetstream.datachannel.grouprate import (
     follower_config,
     leader_config,
 )
+from jetstream.datachannel.stats import ConnectionStats, combined
 from jetstream.netsim import Flow, LinkConfig, Network, PatternContent, add_flow
 
 RATE = 20e6
@@ -105,3 +106,19 @@ def test_limits_are_split_over_the_flows() -> None:
 ])
 def test_flow_count(cores, expected, requested, flows) -> None:
     assert flow_count(cores, expected, requested) == flows
+
+
+def test_combined_statistics_add_counts_and_keep_the_leaders_path() -> None:
+    first, second = (stats_with(bytes_sent=1000, stream_bytes_sent=900, smoothed_rtt=0.02,
+                                pacing_rate=5e6, congestion_state="probe_bw"),
+                     stats_with(bytes_sent=3000, stream_bytes_sent=2800, smoothed_rtt=0.5,
+                                pacing_rate=5e6, congestion_state="fixed"))
+    both = combined([first, second])
+    assert (both.bytes_sent, both.stream_bytes_sent, both.pacing_rate) == (4000, 3700, 1e7)
+    assert (both.smoothed_rtt, both.congestion_state) == (0.02, "probe_bw")
+    assert combined([second]) is second
+
+
+def stats_with(**fields: object) -> ConnectionStats:
+    zero = {name: 0 for name in ConnectionStats._fields}
+    return ConnectionStats(**{**zero, "congestion_state": "", **fields})

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from contextlib import AsyncExitStack
 
 import pytest
 
 from jetstream.transfers import flow as flow_module
+from jetstream.transfers import sender as sender_module
+from jetstream.transfers.model import TransferOptions
 from jetstream.v1 import common_pb2, transfers_pb2
 from tests.system.users import ALICE
 from tests.transfers.helpers import (
@@ -118,3 +121,44 @@ def test_more_than_sixteen_flows_are_refused(tmp_path, dirs):
             assert "flows: at most 16" in str(caught.value)
 
     asyncio.run(main())
+
+
+def test_the_flows_option_is_stored_and_rows_from_before_read_as_automatic() -> None:
+    chosen = TransferOptions(flows=4)
+    assert TransferOptions.from_json(chosen.to_json()) == chosen
+    old = json.loads(chosen.to_json())
+    del old["flows"]
+    assert TransferOptions.from_json(json.dumps(old)).flows == 0
+
+
+def test_a_further_flow_lost_mid_file_costs_a_retry_not_the_file(tmp_path, dirs, monkeypatch):
+    src, dst = dirs
+    (src / "big.bin").write_bytes(os.urandom(96 << 20))
+    chown_tree(src, ALICE)
+    opened: list[flow_module.FurtherFlow] = []
+    open_further = sender_module.open_further_flow
+
+    async def recording(*args, **kwargs) -> flow_module.FurtherFlow:
+        further = await open_further(*args, **kwargs)
+        opened.append(further)
+        return further
+
+    monkeypatch.setattr(sender_module, "open_further_flow", recording)
+
+    async def main() -> T.Transfer:
+        async with AsyncExitStack() as stack:
+            _a, _b, api, destination = await linked_pair(stack, tmp_path, ALICE)
+            transfer = await push(api, destination, await manifest_of(api, src / "big.bin"),
+                                  str(dst), flows=2,
+                                  rate_limit=S.RateLimit(max_bps=300_000_000))
+            await until(api, transfer.name, lambda t: t.progress.bytes_done > 16 << 20)
+            lost = opened[0]
+            lost.worker.loop.call_soon_threadsafe(lost.flow.link.close, 0x100, "cable cut")
+            done = await wait_terminal(api, transfer.name)
+            assert done.state == S.TRANSFER_STATE_COMPLETED, done.error
+            return done
+
+    done = asyncio.run(main())
+    assert (dst / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    assert done.attempt_count >= 2 and len(opened) >= 2, "the loss ended the first attempt"
+    assert not list(dst.rglob("*.part"))
