@@ -56,6 +56,15 @@ def test_push_a_tree_then_pull_it_back(tmp_path, ctl: Ctl, servers, alice_dir) -
     renamed = ctl.json("cp", str(tmp_path / "src" / "one.txt"), f"{remote}:{alice_dir}/two.txt")
     assert renamed["transfer"]["state"] == "TRANSFER_STATE_COMPLETED"
     assert (alice_dir / "two.txt").read_text() == "one\n"
+
+    # --flows spreads a push over that many flows; the server says how many it allows.
+    big = tree / "nested" / "deeper" / "big.bin"
+    spread = ctl.json("cp", "--flows", "2", str(big), f"{remote}:{alice_dir}/spread.bin")
+    assert spread["transfer"]["state"] == "TRANSFER_STATE_COMPLETED"
+    assert spread["transfer"]["flows"] == 2
+    assert (alice_dir / "spread.bin").read_bytes() == big.read_bytes()
+    too_many = ctl("cp", "--flows", "17", str(big), f"{remote}:{alice_dir}/no.bin")
+    assert too_many.code == 1 and "flows: at most 16" in too_many.stderr, too_many
     # ... and the destination made by the first copy was reused.
     assert len(ctl.json("-s", "local", "destinations", "ls")["destinations"]) == 1
 
