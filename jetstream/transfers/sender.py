@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,6 +66,13 @@ class SenderContext:
     server_name: str
     datachannel: DataChannelConfig = field(default_factory=DataChannelConfig)
     metrics: TransferMetrics = field(default_factory=TransferMetrics)
+    path_rates: dict[str, float] = field(default_factory=dict)
+    """Bit/s the last push to each destination delivered (since this server started): how
+    many flows the next one needs."""
+
+
+MEASURE_AFTER = 2.0
+"""Seconds of data a push must last before its rate says something about the path."""
 
 
 async def check_identity(remote: RemoteServer, destination: Destination
@@ -140,7 +148,8 @@ class PushJob:
         if destination.local_udp_port:
             return 1
         rate = self._rate
-        expected = rate.target_bps or rate.max_bps or self._transfer.progress.rate_bps
+        expected = rate.target_bps or rate.max_bps or max(
+            self._transfer.progress.rate_bps, self._ctx.path_rates.get(destination.id, 0.0))
         return flow_count(os.cpu_count() or 1, expected, self._transfer.options.flows)
 
     async def run(self) -> JobResult:
@@ -179,7 +188,9 @@ class PushJob:
                 assert sender is not None
                 sender.spread(await self._open_further(destination, opened))
                 reporter = asyncio.create_task(sender.report_loop(self._publish))
+                started = time.monotonic()
                 await sender.send_all()
+                self._measured(destination, time.monotonic() - started)
                 outcome = peer_pb2.SESSION_OUTCOME_COMPLETED
             except asyncio.CancelledError:
                 await self._end_session(remote, opened.session_id, self._halt_outcome)
@@ -206,6 +217,13 @@ class PushJob:
                               first.error.message if first else "files failed at the receiver",
                               first.path if first else "")
         return JobResult(self._progress, failure)
+
+    def _measured(self, destination: Destination, seconds: float) -> None:
+        """Remember the rate this session delivered, if it ran long enough to tell."""
+        if seconds >= MEASURE_AFTER and self._sender is not None:
+            sent = self._sender.progress(self._progress, 0.0)
+            self._ctx.path_rates[destination.id] = (
+                (sent.bytes_done - sent.bytes_resumed) * 8 / seconds)
 
     async def _open_further(self, destination: Destination,
                             opened: peer_pb2.OpenReceiveSessionResponse) -> list[FurtherFlow]:

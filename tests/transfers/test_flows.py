@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from contextlib import AsyncExitStack
 
 import pytest
 
+from jetstream.datachannel.grouprate import flow_count
 from jetstream.transfers import flow as flow_module
 from jetstream.transfers import sender as sender_module
 from jetstream.transfers.model import TransferOptions
@@ -162,3 +164,31 @@ def test_a_further_flow_lost_mid_file_costs_a_retry_not_the_file(tmp_path, dirs,
     assert (dst / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
     assert done.attempt_count >= 2 and len(opened) >= 2, "the loss ended the first attempt"
     assert not list(dst.rglob("*.part"))
+
+
+def test_unset_flows_follow_the_rate_the_last_push_to_that_destination_reached(
+        tmp_path, dirs, carried, monkeypatch):
+    """Nothing known: one flow. Then as many as the measured rate needs, one per core but
+    one at most (here: 8 cores, and a flow per 50 Mbit/s so that loopback needs several)."""
+    src, dst = dirs
+    (src / "big.bin").write_bytes(os.urandom(64 << 20))
+    chown_tree(src, ALICE)
+    monkeypatch.setattr(sender_module.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(sender_module, "flow_count",
+                        functools.partial(flow_count, per_flow_bps=50e6))
+    monkeypatch.setattr(sender_module, "MEASURE_AFTER", 0.0)
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            _a, _b, api, destination = await linked_pair(stack, tmp_path, ALICE)
+            manifest = await manifest_of(api, src / "big.bin")
+            for target in ("first", "second"):
+                done = await wait_terminal(api, (await push(api, destination, manifest,
+                                                            str(dst / target))).name)
+                assert done.state == S.TRANSFER_STATE_COMPLETED, done.error
+                if target == "first":
+                    assert carried == [], "nothing was known: one flow"
+
+    asyncio.run(main())
+    assert 1 <= len(carried) <= 6 and all(carried), "the second push spread over 2 to 7 flows"
+    assert (dst / "second" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
