@@ -142,9 +142,9 @@ class PushJob:
 
     def _wanted_flows(self, destination: Destination) -> int:
         """Flows to ask the receiver for: the transfer's choice, else one per
-        `PER_FLOW_BPS` of the rate expected (its target or ceiling, or what its previous
-        attempt reached), at most one per core but one. One through a fixed local UDP port,
-        which one socket holds."""
+        `PER_FLOW_BPS` of the rate expected (its target or ceiling, else the most that its
+        previous attempt or the last push to the destination reached), at most one per core
+        but one. One through a fixed local UDP port, which one socket holds."""
         if destination.local_udp_port:
             return 1
         rate = self._rate
