@@ -143,13 +143,15 @@ def test_push_from_outside_arrives_verified_through_the_relay(site):
     assert reachable(z.outside, z.inside_ip, 8886) == "Network is unreachable"
     assert reachable(z.outside, z.dmz_public_ip, PUBLIC_PORTS[0]) == "ok"
     big = _file(site, "first.bin", 24 << 20)
+    peers_before = metric(site.relay_metrics(), "jetstream_relay_peers")
 
     async def main() -> None:
         async with aio.insecure_channel(site.socket("a")) as channel:
             api = Api(channel, ())
             destination = await _destination(api, site, PUBLIC_PORTS[0])
             manifest = await manifest_of(api, big)
-            transfer = await push(api, destination, manifest, str(site.dst[0]))
+            # Two flows: the relay forwards each from its own sender port.
+            transfer = await push(api, destination, manifest, str(site.dst[0]), flows=2)
             done = await wait_terminal(api, transfer.name, timeout=120)
             assert done.state == common_pb2.TRANSFER_STATE_COMPLETED, done.error
         async with aio.insecure_channel(site.socket("b")) as channel:
@@ -171,6 +173,8 @@ def test_push_from_outside_arrives_verified_through_the_relay(site):
     scrape = site.relay_metrics()
     assert metric(scrape, "jetstream_relay_servers") == 2
     assert metric(scrape, 'jetstream_relay_bytes_total{direction="to_server"}') > 24 << 20
+    assert metric(scrape, "jetstream_relay_peers") == peers_before + 2, \
+        "each flow came from a port of its own"
 
 
 def test_two_servers_behind_one_relay_receive_at_the_same_time(site):
