@@ -238,8 +238,7 @@ async def _send_flow(index: int, place: Place, ticket: SessionTicket, config: Da
         while sent < stop:
             start = sent % len(buffer)
             length = min(CHUNK, stop - sent, len(buffer) - start)
-            await link.wait_for_space(length)
-            link.send(index, buffer[start:start + length])
+            await link.send_when_room(index, buffer[start:start + length])
             sent += length
         link.send(index, b"", end_stream=True)
         await asyncio.wait_for(acknowledged, TIMEOUT)

@@ -58,12 +58,8 @@ class FurtherFlow:
                    end_stream: bool = False) -> None:
         """Queue `data` on this flow once it has room (LinkClosed if it ended)."""
         link = self.flow.link
-
-        async def put() -> None:
-            await link.wait_for_space(len(data))
-            link.send(stream_id, data, offset=offset, end_stream=end_stream)
-
-        await self.worker.run(put)
+        await self.worker.run(lambda: link.send_when_room(stream_id, data, offset=offset,
+                                                          end_stream=end_stream))
 
     def statistics(self) -> ConnectionStats:
         """Read from the push's thread: a snapshot of counters, consistent enough."""

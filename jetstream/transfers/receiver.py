@@ -174,17 +174,15 @@ class ReceiveSession:
     def attach(self, link: DataLink, address: str) -> None:
         """The session's first flow is up."""
         self._link = link
-        self._add_flow(link)
+        self.attach_flow(link)
         self.incoming = replace(self.incoming, state=TransferState.RUNNING,
                                 source_address=address, last_receive_at=self._clock())
         if self.incoming.options.checkpoint_interval > 0:  # else only at file ends
             self._checkpointer = asyncio.create_task(self._checkpoints())
 
     def attach_flow(self, link: DataLink) -> None:
-        """A further flow of the sender's: file data only."""
-        self._add_flow(link)
-
-    def _add_flow(self, link: DataLink) -> None:
+        """A flow of the session (`attach` makes the first; the others carry file data
+        only)."""
         self._flows.append(link)
         link.on_event = lambda event: self._on_event(link, event)
 

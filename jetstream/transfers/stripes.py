@@ -74,8 +74,7 @@ class Stripes:
     async def _put(self, index: int, chunk: _Chunk) -> None:
         stream_id, data, offset = chunk
         if index == 0:
-            await self._first.wait_for_space(len(data))
-            self._first.send(stream_id, data, offset=offset)
+            await self._first.send_when_room(stream_id, data, offset=offset)
         else:
             await self._further[index - 1].send(stream_id, data, offset=offset)
 

@@ -106,6 +106,12 @@ class DataLink:
         self._space_waiters.append((nbytes, waiter))
         await waiter
 
+    async def send_when_room(self, stream_id: int, data: bytes | memoryview, *,
+                             offset: int | None = None, end_stream: bool = False) -> None:
+        """`send` once the core has room for `data` (a writer that must not overfill it)."""
+        await self.wait_for_space(len(data))
+        self.send(stream_id, data, offset=offset, end_stream=end_stream)
+
     def consumed(self, nbytes: int) -> None:
         """Received bytes were written: give the peer that much flow-control credit back."""
         self.connection.data_consumed(nbytes)
