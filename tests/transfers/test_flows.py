@@ -190,5 +190,6 @@ def test_unset_flows_follow_the_rate_the_last_push_to_that_destination_reached(
                     assert carried == [], "nothing was known: one flow"
 
     asyncio.run(main())
-    assert 1 <= len(carried) <= 6 and all(carried), "the second push spread over 2 to 7 flows"
+    assert 1 <= len(carried) <= 6, "the second push asked for 2 to 7 flows"
+    assert sum(carried) > 0, "and sent over them (16 chunks need not reach every lane)"
     assert (dst / "second" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
